@@ -1,0 +1,7 @@
+//! gateway-leafnode: links leaf clusters to the seed (stream sources, link health).
+
+mod app;
+pub mod config;
+pub mod domain;
+
+pub use app::{App, reconcile_sources, run};
