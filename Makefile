@@ -1,0 +1,34 @@
+# Canopy: `make demo` runs a local seed with three simulated leaf clusters; `make test` runs
+# every check CI runs. Both install what is missing first (scripts/setup).
+
+CARGO ?= cargo
+BENCH_ARGS ?= --clusters 4 --events 200000
+
+.PHONY: setup build demo test fmt lint bench clean
+
+setup:
+	@bash scripts/setup
+
+build: setup
+	$(CARGO) build --workspace --bins
+
+demo: build
+	@exec ./target/debug/canopy-demo
+
+fmt:
+	$(CARGO) fmt --all
+
+lint:
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+
+test: setup lint
+	$(CARGO) build --workspace --bins --locked
+	$(CARGO) test --workspace --locked
+
+bench: setup
+	$(CARGO) build --release --locked -p canopy-loadtest -p canopyctl
+	./target/release/loadtest pipeline $(BENCH_ARGS)
+
+clean:
+	rm -rf .state target
