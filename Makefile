@@ -18,11 +18,13 @@ demo: build
 fmt:
 	$(CARGO) fmt --all
 
-lint:
+lint: setup
 	$(CARGO) fmt --all --check
+	bash k8s/sync-nats-config.sh --check
+	.tools/venv/bin/python k8s/check.py
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 
-test: setup lint
+test: lint
 	$(CARGO) build --workspace --bins --locked
 	$(CARGO) test --workspace --locked
 
