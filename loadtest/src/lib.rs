@@ -1,0 +1,44 @@
+//! Canopy's benchmarks: each mode starts its own servers on loopback, drives load, and prints
+//! its figures next to the raw ceilings of the same machine measured in the same run.
+#![forbid(unsafe_code)]
+
+pub mod ceilings;
+pub mod pipeline;
+pub mod stats;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "loadtest",
+    version,
+    about = "Canopy benchmarks (they start their own servers on loopback)"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub mode: Mode,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Mode {
+    /// Simulated agents publish into their leaf's EVENTS; the seed sources them into
+    /// FLEET_EVENTS; ingestion projects them into Postgres. Measures end-to-end events/s and
+    /// projection lag against the raw JetStream publish and Postgres insert ceilings.
+    Pipeline(pipeline::Args),
+}
+
+/// Runs the chosen mode.
+///
+/// # Errors
+/// When a server cannot be started or the run fails; partial figures are not printed.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.mode {
+        Mode::Pipeline(args) => pipeline::run(args).await,
+    }
+}

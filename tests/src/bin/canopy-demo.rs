@@ -1,0 +1,174 @@
+//! `make demo`: a local seed with three simulated leaf clusters, on embedded defaults.
+//!
+//! Everything runs on loopback; data and logs go to `.state/demo/` (emptied at each start).
+//! Ctrl-C stops every process cleanly.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use canopy_e2e::{LeafSpec, Stack, StackOptions};
+use canopy_testkit::Fixture;
+
+const CLUSTERS: [(&str, &str); 3] = [
+    ("prod-eu", "prod-eu"),
+    ("staging-us", "staging-us"),
+    ("dev-ap", "dev-ap"),
+];
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let root = canopy_testkit::workspace_root();
+    let state = root.join(".state").join("demo");
+    if state.exists() {
+        std::fs::remove_dir_all(&state)
+            .with_context(|| format!("failed to empty {}", state.display()))?;
+    }
+    let api: SocketAddr = std::env::var("CANOPY_DEMO_API")
+        .unwrap_or_else(|_| "127.0.0.1:50051".to_owned())
+        .parse()
+        .context("CANOPY_DEMO_API must be host:port")?;
+    if std::net::TcpListener::bind(api).is_err() {
+        anyhow::bail!(
+            "{api} is in use (another demo running?); stop it or set CANOPY_DEMO_API=127.0.0.1:PORT"
+        );
+    }
+    let mut leaves = Vec::new();
+    for (cluster, fixture) in CLUSTERS {
+        leaves.push(LeafSpec::new(cluster, Fixture::load(fixture)?));
+    }
+    let mut opts = StackOptions::new(leaves);
+    opts.state_dir = Some(state.clone());
+    opts.heartbeat_interval = Duration::from_secs(5);
+    opts.inventory_interval = Duration::from_secs(60);
+    opts.api_listen = Some(api);
+
+    eprintln!(
+        "starting Postgres, the seed nats-server, 3 leaf clusters and the services (state in {})",
+        state.display()
+    );
+    let started = Instant::now();
+    let stack = tokio::select! {
+        stack = Stack::start(opts) => stack?,
+        _ = shutdown_signal() => anyhow::bail!("interrupted during start-up"),
+    };
+    eprintln!(
+        "all services ready in {:.1}s; waiting for the clusters to report",
+        started.elapsed().as_secs_f64()
+    );
+    let reported = tokio::select! {
+        r = wait_for_clusters(&stack) => r,
+        _ = shutdown_signal() => Ok(BTreeMap::new()),
+    };
+    match reported {
+        Ok(counts) if !counts.is_empty() => {
+            for (cluster, objects) in counts {
+                eprintln!("  {cluster}: {objects} objects in the inventory");
+            }
+            print_usage(&stack);
+            shutdown_signal().await;
+        }
+        Ok(_) => {}
+        Err(e) => eprintln!(
+            "the clusters did not all report: {e:#}\nlogs are in {}/logs",
+            state.display()
+        ),
+    }
+    eprintln!("stopping...");
+    stack.shutdown().await?;
+    eprintln!("stopped");
+    Ok(())
+}
+
+async fn wait_for_clusters(stack: &Stack) -> anyhow::Result<BTreeMap<String, u64>> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut client = canopy_e2e::fleet_client(&stack.api_url()).await?;
+    loop {
+        let clusters = canopy_e2e::list_clusters(&mut client)
+            .await
+            .unwrap_or_default();
+        let ready: BTreeMap<String, u64> = clusters
+            .iter()
+            .filter(|c| c.inventory_objects > 0)
+            .map(|c| (c.id.clone(), c.inventory_objects))
+            .collect();
+        if ready.len() == CLUSTERS.len() {
+            return Ok(ready);
+        }
+        if Instant::now() > deadline {
+            anyhow::bail!(
+                "only {} of {} clusters have an inventory after 60s",
+                ready.len(),
+                CLUSTERS.len()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+fn print_usage(stack: &Stack) {
+    let bin = canopy_e2e::bin_dir()
+        .map(|d| d.display().to_string())
+        .unwrap_or_default();
+    println!();
+    println!(
+        "Canopy is running: a seed and 3 leaf clusters ({}).",
+        CLUSTERS.map(|c| c.0).join(", ")
+    );
+    println!();
+    println!("In another shell:");
+    println!("  export PATH={bin}:$PATH");
+    if stack.api_addr.to_string() != "127.0.0.1:50051" {
+        println!("  export CANOPY_API={}", stack.api_url());
+    }
+    println!("  canopyctl clusters list");
+    println!("  canopyctl clusters get staging-us");
+    println!("  canopyctl events watch                      # live events of every cluster");
+    println!("  canopyctl events watch --cluster dev-ap --type heartbeat --from-seq 1");
+    println!();
+    println!(
+        "gRPC api: {}  (grpcurl -plaintext {} list)",
+        stack.api_url(),
+        stack.api_addr
+    );
+    println!("Postgres: {}", stack.database_url);
+    println!(
+        "seed nats-server: {}  monitoring: {}",
+        stack.seed.client_url(),
+        stack.seed.monitor_url()
+    );
+    for leaf in &stack.leaves {
+        println!(
+            "  leaf {:<11} nats {}  kube {}",
+            leaf.cluster,
+            leaf.nats.client_url(),
+            leaf.kube.url()
+        );
+    }
+    println!("health and metrics:");
+    for service in stack.services() {
+        println!(
+            "  {:<28} http://{}/metrics",
+            service.name(),
+            service.http_addr()
+        );
+    }
+    println!("logs: {}/logs", stack.dir.display());
+    println!();
+    println!("Ctrl-C stops everything.");
+}
+
+async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

@@ -1,0 +1,401 @@
+//! The whole mesh on one machine, on the `nats-config/` topology: a seed nats-server (domain
+//! `seed`) with Postgres and the seed services, and per simulated cluster a leaf nats-server (its
+//! own JetStream domain, dialling the seed's leafnode port), a fake Kubernetes API server with a
+//! fixture, the cluster's agent and its gateway-leafnode. Used by the end-to-end tests and by
+//! `make demo`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use canopy_testkit::{FakeKube, Fixture, NatsOpts, NatsProcess, Postgres};
+
+use crate::service::Service;
+
+/// The database the read models live in.
+pub const DATABASE: &str = "canopy";
+
+/// One simulated cluster to run.
+#[derive(Clone, Debug)]
+pub struct LeafSpec {
+    pub cluster: String,
+    pub fixture: Fixture,
+}
+
+impl LeafSpec {
+    pub fn new(cluster: &str, fixture: Fixture) -> Self {
+        Self {
+            cluster: cluster.to_owned(),
+            fixture,
+        }
+    }
+}
+
+/// What to run.
+#[derive(Clone, Debug)]
+pub struct StackOptions {
+    pub leaves: Vec<LeafSpec>,
+    /// Where servers keep data and logs; a temp dir (removed on drop) when `None`.
+    pub state_dir: Option<PathBuf>,
+    pub heartbeat_interval: Duration,
+    pub inventory_interval: Duration,
+    /// The api's gRPC address; a free loopback port when `None`.
+    pub api_listen: Option<SocketAddr>,
+}
+
+impl StackOptions {
+    pub fn new(leaves: Vec<LeafSpec>) -> Self {
+        Self {
+            leaves,
+            state_dir: None,
+            heartbeat_interval: Duration::from_millis(500),
+            inventory_interval: Duration::from_secs(300),
+            api_listen: None,
+        }
+    }
+}
+
+/// A simulated cluster: its nats-server, fake Kubernetes API, agent and gateway.
+#[derive(Debug)]
+pub struct Leaf {
+    pub cluster: String,
+    pub nats: NatsProcess,
+    pub kube: FakeKube,
+    pub agent: Service,
+    pub gateway: Service,
+    pub fixture: Fixture,
+}
+
+/// The running mesh.
+#[derive(Debug)]
+pub struct Stack {
+    pub dir: PathBuf,
+    pub postgres: Postgres,
+    pub database_url: String,
+    pub seed: NatsProcess,
+    pub leaves: Vec<Leaf>,
+    pub gateway: Service,
+    pub ingestion: Service,
+    pub api: Service,
+    pub cnc: Service,
+    pub doctor: Service,
+    pub api_addr: SocketAddr,
+    seed_leaf_port: u16,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+fn nats_config(name: &str) -> PathBuf {
+    canopy_testkit::workspace_root()
+        .join("nats-config")
+        .join(format!("{name}.conf"))
+}
+
+fn humantime(d: Duration) -> String {
+    format!("{}ms", d.as_millis())
+}
+
+impl Stack {
+    /// Starts everything and waits until every service is ready.
+    ///
+    /// # Errors
+    /// When a binary is missing (build first), a server does not start, or a service is not
+    /// ready in time; the error names it and carries its log's tail.
+    pub async fn start(opts: StackOptions) -> anyhow::Result<Self> {
+        if opts.leaves.is_empty() {
+            bail!("a stack needs at least one leaf cluster");
+        }
+        let (dir, tmp) = match &opts.state_dir {
+            Some(dir) => {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("failed to create {}", dir.display()))?;
+                (dir.clone(), None)
+            }
+            None => {
+                let tmp = tempfile::Builder::new().prefix("canopy-stack-").tempdir()?;
+                (tmp.path().to_path_buf(), Some(tmp))
+            }
+        };
+        let logs = dir.join("logs");
+        std::fs::create_dir_all(&logs)?;
+
+        let postgres = match &opts.state_dir {
+            Some(_) => Postgres::start_in(&dir.join("postgres")).await?,
+            None => Postgres::start().await?,
+        };
+        let database_url = match postgres.create_database(DATABASE).await {
+            Ok(url) => url,
+            Err(e) if format!("{e:#}").contains("already exists") => postgres.url_for(DATABASE),
+            Err(e) => return Err(e),
+        };
+
+        let seed_leaf_port = canopy_testkit::try_free_port()?;
+        let seed = start_seed_nats(&dir, seed_leaf_port).await?;
+        let seed_url = seed.client_url();
+
+        let mut leaves = Vec::new();
+        for spec in &opts.leaves {
+            leaves.push(start_leaf(spec, &dir, seed_leaf_port, &opts).await?);
+        }
+        let cluster_list = opts
+            .leaves
+            .iter()
+            .map(|l| l.cluster.as_str())
+            .collect::<Vec<_>>()
+            .join(",");
+
+        let nats_env = |extra: &[(&str, &str)]| {
+            let mut e = env(&[("CANOPY_NATS_URL", &seed_url)]);
+            e.extend(env(extra));
+            e
+        };
+        let mut gateway = Service::new(
+            "gateway-leafnode-seed",
+            "canopy-gateway-leafnode",
+            &["--role", "seed", "--link-check-interval", "1s"],
+            nats_env(&[("CANOPY_GATEWAY_LEAVES", &cluster_list)]),
+            &logs,
+        )?;
+        let mut ingestion = Service::new(
+            "ingestion",
+            "canopy-ingestion",
+            &[],
+            nats_env(&[("CANOPY_INGESTION_DATABASE_URL", &database_url)]),
+            &logs,
+        )?;
+        let api_addr = match opts.api_listen {
+            Some(addr) => addr,
+            None => SocketAddr::from(([127, 0, 0, 1], canopy_testkit::try_free_port()?)),
+        };
+        let mut api = Service::new(
+            "api",
+            "canopy-api",
+            &[],
+            nats_env(&[
+                ("CANOPY_API_DATABASE_URL", &database_url),
+                ("CANOPY_API_LISTEN", &api_addr.to_string()),
+            ]),
+            &logs,
+        )?;
+        let mut cnc = Service::new("cnc", "canopy-cnc", &[], nats_env(&[]), &logs)?;
+        let mut doctor = Service::new("doctor", "canopy-doctor", &[], nats_env(&[]), &logs)?;
+        // The gateway creates the seed streams and the leaf sources; the others wait for them.
+        gateway.start().await?;
+        for service in [&mut ingestion, &mut api, &mut cnc, &mut doctor] {
+            service.spawn()?;
+        }
+        for service in [&mut ingestion, &mut api, &mut cnc, &mut doctor] {
+            service.wait_ready().await?;
+        }
+        Ok(Self {
+            dir,
+            postgres,
+            database_url,
+            seed,
+            leaves,
+            gateway,
+            ingestion,
+            api,
+            cnc,
+            doctor,
+            api_addr,
+            seed_leaf_port,
+            _tmp: tmp,
+        })
+    }
+
+    /// `http://<api address>` for gRPC clients and `canopyctl --api`.
+    pub fn api_url(&self) -> String {
+        format!("http://{}", self.api_addr)
+    }
+
+    /// The leafnode port of the seed (what leaves dial).
+    pub fn seed_leaf_port(&self) -> u16 {
+        self.seed_leaf_port
+    }
+
+    /// The simulated cluster named `cluster`.
+    ///
+    /// # Errors
+    /// When there is none.
+    pub fn leaf_mut(&mut self, cluster: &str) -> anyhow::Result<&mut Leaf> {
+        self.leaves
+            .iter_mut()
+            .find(|l| l.cluster == cluster)
+            .with_context(|| format!("no leaf cluster {cluster}"))
+    }
+
+    /// Stops everything in dependency order, each service with a graceful drain.
+    ///
+    /// # Errors
+    /// The first service that did not stop cleanly (all are still stopped).
+    pub async fn shutdown(mut self) -> anyhow::Result<()> {
+        let mut first_err = None;
+        let mut note = |r: anyhow::Result<()>| {
+            if let Err(e) = r
+                && first_err.is_none()
+            {
+                first_err = Some(e);
+            }
+        };
+        for leaf in &mut self.leaves {
+            note(leaf.agent.stop().await);
+            note(leaf.gateway.stop().await);
+        }
+        for service in [
+            &mut self.api,
+            &mut self.cnc,
+            &mut self.doctor,
+            &mut self.ingestion,
+            &mut self.gateway,
+        ] {
+            note(service.stop().await);
+        }
+        for leaf in &mut self.leaves {
+            note(leaf.nats.stop().await);
+        }
+        note(self.seed.stop().await);
+        note(self.postgres.stop());
+        first_err.map_or(Ok(()), Err)
+    }
+
+    /// Every service, for status printing.
+    pub fn services(&self) -> Vec<&Service> {
+        let mut all = vec![
+            &self.gateway,
+            &self.ingestion,
+            &self.api,
+            &self.cnc,
+            &self.doctor,
+        ];
+        for leaf in &self.leaves {
+            all.push(&leaf.gateway);
+            all.push(&leaf.agent);
+        }
+        all
+    }
+}
+
+/// Starts the seed nats-server from `nats-config/seed.conf` (data and logs under `dir`), with
+/// its leafnode listener on `leaf_port`.
+///
+/// # Errors
+/// When nats-server is missing or does not become healthy.
+pub async fn start_seed_nats(dir: &Path, leaf_port: u16) -> anyhow::Result<NatsProcess> {
+    start_nats(
+        "seed",
+        dir,
+        &[
+            ("CANOPY_LEAF_HOST", "127.0.0.1"),
+            ("CANOPY_LEAF_PORT", &leaf_port.to_string()),
+        ],
+    )
+    .await
+}
+
+/// Starts the leaf nats-server of `cluster` from `nats-config/leaf.conf` (JetStream domain =
+/// the cluster id), dialling the seed's leafnode port.
+///
+/// # Errors
+/// When nats-server is missing or does not become healthy.
+pub async fn start_leaf_nats(
+    dir: &Path,
+    cluster: &str,
+    seed_leaf_port: u16,
+) -> anyhow::Result<NatsProcess> {
+    start_nats(
+        cluster,
+        dir,
+        &[
+            ("CANOPY_CLUSTER_ID", cluster),
+            (
+                "CANOPY_UPLINK_URL",
+                &format!("nats-leaf://127.0.0.1:{seed_leaf_port}"),
+            ),
+        ],
+    )
+    .await
+}
+
+async fn start_nats(name: &str, dir: &Path, extra: &[(&str, &str)]) -> anyhow::Result<NatsProcess> {
+    let conf = if name == "seed" { "seed" } else { "leaf" };
+    let client_port = canopy_testkit::try_free_port()?;
+    let monitor_port = canopy_testkit::try_free_port()?;
+    let store = dir.join("nats").join(name);
+    std::fs::create_dir_all(&store)?;
+    let mut vars = env(&[
+        ("CANOPY_SERVER_NAME", name),
+        ("CANOPY_NATS_HOST", "127.0.0.1"),
+        ("CANOPY_NATS_PORT", &client_port.to_string()),
+        (
+            "CANOPY_NATS_MONITOR_ADDR",
+            &format!("127.0.0.1:{monitor_port}"),
+        ),
+        ("CANOPY_NATS_STORE_DIR", &store.display().to_string()),
+    ]);
+    vars.extend(env(extra));
+    NatsProcess::spawn(NatsOpts {
+        name: name.to_owned(),
+        config_file: nats_config(conf),
+        env: vars,
+        client_port,
+        monitor_port,
+        log_file: dir.join("logs").join(format!("nats-{name}.log")),
+    })
+    .await
+}
+
+async fn start_leaf(
+    spec: &LeafSpec,
+    dir: &Path,
+    seed_leaf_port: u16,
+    opts: &StackOptions,
+) -> anyhow::Result<Leaf> {
+    let cluster = spec.cluster.as_str();
+    let nats = start_leaf_nats(dir, cluster, seed_leaf_port).await?;
+    let kube = FakeKube::start(spec.fixture.clone())
+        .await
+        .with_context(|| format!("failed to start the fake Kubernetes API of {cluster}"))?;
+    let logs = dir.join("logs");
+    let nats_url = nats.client_url();
+    let mut gateway = Service::new(
+        &format!("gateway-leafnode-{cluster}"),
+        "canopy-gateway-leafnode",
+        &["--role", "leaf", "--cluster-id", cluster],
+        env(&[("CANOPY_NATS_URL", &nats_url)]),
+        &logs,
+    )?;
+    let mut agent = Service::new(
+        &format!("agent-{cluster}"),
+        "canopy-agent",
+        &[
+            "--cluster-id",
+            cluster,
+            "--api-url",
+            &kube.url(),
+            "--heartbeat-interval",
+            &humantime(opts.heartbeat_interval),
+            "--inventory-interval",
+            &humantime(opts.inventory_interval),
+        ],
+        env(&[("CANOPY_NATS_URL", &nats_url)]),
+        &logs,
+    )?;
+    gateway.start().await?;
+    agent.start().await?;
+    Ok(Leaf {
+        cluster: cluster.to_owned(),
+        nats,
+        kube,
+        agent,
+        gateway,
+        fixture: spec.fixture.clone(),
+    })
+}
