@@ -151,7 +151,10 @@ pub async fn rebuild(cfg: Config, shutdown: CancellationToken) -> anyhow::Result
                 }
                 if last_print.elapsed() >= Duration::from_secs(1) {
                     last_print = Instant::now();
-                    eprintln!("  {seq}/{target} ({:.0}%)", seq as f64 * 100.0 / target as f64);
+                    eprintln!(
+                        "  {seq}/{target} ({:.0}%)",
+                        seq as f64 * 100.0 / target as f64
+                    );
                 }
             }
         })

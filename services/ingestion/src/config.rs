@@ -3,7 +3,11 @@
 use canopy_kit::config::{HttpArgs, NatsArgs, TelemetryArgs};
 
 #[derive(Debug, Clone, clap::Parser)]
-#[command(name = "canopy-ingestion", version, about = "Projects FLEET_EVENTS into the Postgres read models")]
+#[command(
+    name = "canopy-ingestion",
+    version,
+    about = "Projects FLEET_EVENTS into the Postgres read models"
+)]
 pub struct Config {
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -11,7 +15,12 @@ pub struct Config {
     #[arg(long, env = "CANOPY_INGESTION_DATABASE_URL", global = true)]
     pub database_url: Option<String>,
     /// Durable consumer name; its checkpoint is kept per stream and consumer.
-    #[arg(long, env = "CANOPY_INGESTION_CONSUMER", default_value = "ingestion", global = true)]
+    #[arg(
+        long,
+        env = "CANOPY_INGESTION_CONSUMER",
+        default_value = "ingestion",
+        global = true
+    )]
     pub consumer: String,
     /// Most events applied in one transaction.
     #[arg(long, env = "CANOPY_INGESTION_BATCH", default_value_t = 1000)]

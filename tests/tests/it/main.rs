@@ -1,4 +1,5 @@
 //! End-to-end tests over the built binaries (`cargo build --workspace --bins` first; `make test`
 //! does it).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // shared test helpers
 
 mod mesh;

@@ -222,7 +222,7 @@ async fn apply_inventory(
     let mut pending: Vec<InventoryRow> = Vec::new();
     for op in ops {
         match op {
-            InventoryOp::Upsert(row) => pending.push(row),
+            InventoryOp::Upsert(row) => pending.push(*row),
             InventoryOp::Complete {
                 cluster_id,
                 snapshot_id,

@@ -53,7 +53,11 @@ impl BatchHandler for Projector {
                 }),
             }
         }
-        let mut tx = self.pool.begin().await.context("failed to begin a transaction")?;
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .context("failed to begin a transaction")?;
         let checkpoint = postgres::lock_checkpoint(&mut tx, &self.stream, &self.consumer).await?;
         if max_seq <= checkpoint {
             // All redeliveries of what is applied already.
@@ -103,10 +107,7 @@ impl Projector {
     }
 }
 
-fn to_event(
-    seq: u64,
-    env: canopy_kit::proto::event::v1::Envelope,
-) -> Result<Event, EnvelopeError> {
+fn to_event(seq: u64, env: canopy_kit::proto::event::v1::Envelope) -> Result<Event, EnvelopeError> {
     let at = env.occurred_at.ok_or(EnvelopeError::NoTime)?;
     let occurred_at = DateTime::from_timestamp(at.seconds, u32::try_from(at.nanos).unwrap_or(0))
         .ok_or(EnvelopeError::NoTime)?;

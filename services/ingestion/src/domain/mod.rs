@@ -53,7 +53,7 @@ pub struct InventoryRow {
 /// Inventory changes, in stream order.
 #[derive(Debug, Clone, PartialEq)]
 pub enum InventoryOp {
-    Upsert(InventoryRow),
+    Upsert(Box<InventoryRow>),
     /// The snapshot is complete: objects of other snapshots are gone.
     Complete {
         cluster_id: String,
@@ -123,11 +123,11 @@ fn plan_snapshot(plan: &mut Plan, cluster_id: String, at: DateTime<Utc>, s: Inve
         ..
     } = s;
     plan.inventory.extend(objects.into_iter().map(|object| {
-        InventoryOp::Upsert(InventoryRow {
+        InventoryOp::Upsert(Box::new(InventoryRow {
             cluster_id: cluster_id.clone(),
             snapshot_id: snapshot_id.clone(),
             object,
-        })
+        }))
     }));
     if last_chunk {
         plan.inventory.push(InventoryOp::Complete {
@@ -204,7 +204,9 @@ mod tests {
     use chrono::TimeZone;
 
     fn t(s: i64) -> DateTime<Utc> {
-        Utc.timestamp_opt(1_700_000_000 + s, 0).single().unwrap_or_default()
+        Utc.timestamp_opt(1_700_000_000 + s, 0)
+            .single()
+            .unwrap_or_default()
     }
 
     fn hb(instance: &str, seq: u64) -> AgentEvent {
@@ -229,15 +231,20 @@ mod tests {
     }
 
     fn fold(events: &[(i64, AgentEvent)]) -> Option<AgentRow> {
-        events.iter().fold(None, |row, (at, e)| {
-            Some(evolve_agent(row, "c", t(*at), e))
-        })
+        events
+            .iter()
+            .fold(None, |row, (at, e)| Some(evolve_agent(row, "c", t(*at), e)))
     }
 
     #[test]
     fn counts_heartbeats_of_one_instance_and_sees_gaps() {
-        let row = fold(&[(0, started("i1")), (1, hb("i1", 1)), (2, hb("i1", 2)), (4, hb("i1", 4))])
-            .unwrap_or_default();
+        let row = fold(&[
+            (0, started("i1")),
+            (1, hb("i1", 1)),
+            (2, hb("i1", 2)),
+            (4, hb("i1", 4)),
+        ])
+        .unwrap_or_default();
         assert_eq!(row.last_heartbeat_seq, 4);
         assert_eq!(row.heartbeats_received, 3, "one missing");
         assert_eq!(row.last_heartbeat_at, Some(t(4)));
@@ -262,7 +269,8 @@ mod tests {
 
     #[test]
     fn a_heartbeat_of_an_unknown_instance_starts_counting_anew() {
-        let row = fold(&[(0, started("i1")), (1, hb("i1", 5)), (2, hb("i2", 7))]).unwrap_or_default();
+        let row =
+            fold(&[(0, started("i1")), (1, hb("i1", 5)), (2, hb("i2", 7))]).unwrap_or_default();
         assert_eq!(row.agent_instance_id, "i2");
         assert_eq!((row.last_heartbeat_seq, row.heartbeats_received), (7, 1));
         assert_eq!(row.started_at, None);
@@ -270,7 +278,8 @@ mod tests {
 
     #[test]
     fn a_late_heartbeat_counts_but_does_not_move_the_state_back() {
-        let row = fold(&[(0, started("i1")), (2, hb("i1", 2)), (1, hb("i1", 1))]).unwrap_or_default();
+        let row =
+            fold(&[(0, started("i1")), (2, hb("i1", 2)), (1, hb("i1", 1))]).unwrap_or_default();
         assert_eq!((row.last_heartbeat_seq, row.heartbeats_received), (2, 2));
         assert_eq!(row.last_heartbeat_at, Some(t(2)));
     }
@@ -293,15 +302,37 @@ mod tests {
             })
         };
         let events = vec![
-            Event { seq: 7, cluster_id: "a".into(), occurred_at: t(5), body: snap(0, false, vec![obj("p1"), obj("p2")]) },
-            Event { seq: 8, cluster_id: "b".into(), occurred_at: t(1), body: Body::Heartbeat(Heartbeat { agent_instance_id: "x".into(), sequence: 1, ..Default::default() }) },
-            Event { seq: 9, cluster_id: "a".into(), occurred_at: t(6), body: snap(1, true, vec![obj("p3")]) },
+            Event {
+                seq: 7,
+                cluster_id: "a".into(),
+                occurred_at: t(5),
+                body: snap(0, false, vec![obj("p1"), obj("p2")]),
+            },
+            Event {
+                seq: 8,
+                cluster_id: "b".into(),
+                occurred_at: t(1),
+                body: Body::Heartbeat(Heartbeat {
+                    agent_instance_id: "x".into(),
+                    sequence: 1,
+                    ..Default::default()
+                }),
+            },
+            Event {
+                seq: 9,
+                cluster_id: "a".into(),
+                occurred_at: t(6),
+                body: snap(1, true, vec![obj("p3")]),
+            },
         ];
         let p = plan(events);
         assert_eq!(p.last_seq, 9);
         assert_eq!(p.clusters.len(), 2);
         let a = &p.clusters["a"];
-        assert_eq!((a.first_seen_at, a.last_event_at, a.last_event_seq), (t(5), t(6), 9));
+        assert_eq!(
+            (a.first_seen_at, a.last_event_at, a.last_event_seq),
+            (t(5), t(6), 9)
+        );
         assert_eq!(p.inventory.len(), 4);
         assert!(matches!(
             &p.inventory[3],

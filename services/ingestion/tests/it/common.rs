@@ -8,8 +8,8 @@ use canopy_kit::envelope;
 use canopy_kit::proto::event::v1::{
     AgentStarted, Envelope, Heartbeat, InventoryObject, InventorySnapshot, envelope::Body,
 };
-use canopy_kit::subject::ClusterId;
 use canopy_kit::streams;
+use canopy_kit::subject::ClusterId;
 use canopy_testkit::{NatsProcess, Postgres, eventually};
 use clap::Parser as _;
 use sqlx::Row as _;
@@ -39,9 +39,18 @@ impl Env {
             ..streams::fleet_events()
         })
         .await?;
-        let pool = sqlx::postgres::PgPoolOptions::new().max_connections(2).connect(&db_url).await?;
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(2)
+            .connect(&db_url)
+            .await?;
         canopy_ingestion::migrate(&pool).await?;
-        Ok(Self { nats, _pg: pg, db_url, js, pool })
+        Ok(Self {
+            nats,
+            _pg: pg,
+            db_url,
+            js,
+            pool,
+        })
     }
 
     pub fn config(&self, consumer: &str) -> Config {
@@ -72,7 +81,12 @@ impl Env {
     }
 
     pub async fn publish_raw(&self, subject: &str, payload: Vec<u8>) -> anyhow::Result<u64> {
-        Ok(self.js.publish(subject.to_owned(), payload.into()).await?.await?.sequence)
+        Ok(self
+            .js
+            .publish(subject.to_owned(), payload.into())
+            .await?
+            .await?
+            .sequence)
     }
 
     pub async fn checkpoint(&self, consumer: &str) -> anyhow::Result<u64> {
@@ -87,9 +101,11 @@ impl Env {
 
     /// Waits until `consumer` has applied everything up to `seq`.
     pub async fn applied(&self, consumer: &str, seq: u64) -> anyhow::Result<()> {
-        eventually(WAIT, &format!("{consumer} to apply sequence {seq}"), || async {
-            Ok((self.checkpoint(consumer).await? >= seq).then_some(()))
-        })
+        eventually(
+            WAIT,
+            &format!("{consumer} to apply sequence {seq}"),
+            || async { Ok((self.checkpoint(consumer).await? >= seq).then_some(())) },
+        )
         .await
     }
 
@@ -157,7 +173,12 @@ pub fn heartbeat(c: &str, instance: &str, sequence: u64) -> Envelope {
 
 pub fn object(kind: &str, namespace: &str, name: &str) -> InventoryObject {
     InventoryObject {
-        api_version: if kind == "Deployment" { "apps/v1" } else { "v1" }.into(),
+        api_version: if kind == "Deployment" {
+            "apps/v1"
+        } else {
+            "v1"
+        }
+        .into(),
         kind: kind.into(),
         namespace: namespace.into(),
         name: name.into(),
@@ -168,7 +189,14 @@ pub fn object(kind: &str, namespace: &str, name: &str) -> InventoryObject {
     }
 }
 
-pub fn chunk(c: &str, snapshot: &str, index: u32, last: bool, total: u64, objects: Vec<InventoryObject>) -> Envelope {
+pub fn chunk(
+    c: &str,
+    snapshot: &str,
+    index: u32,
+    last: bool,
+    total: u64,
+    objects: Vec<InventoryObject>,
+) -> Envelope {
     envelope::new(
         &cluster(c),
         "agent",

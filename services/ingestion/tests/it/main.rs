@@ -1,4 +1,5 @@
 //! Ingestion against a real nats-server and a real Postgres.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // shared test helpers
 
 mod common;
 mod projection;

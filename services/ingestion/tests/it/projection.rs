@@ -16,10 +16,27 @@ async fn projects_agents_and_chunked_inventory() -> anyhow::Result<()> {
     for seq in 1..=3 {
         env.publish(&heartbeat("prod-eu", "i-1", seq)).await?;
     }
-    env.publish(&chunk("prod-eu", "s1", 0, false, 0, vec![object("Namespace", "", "default"), object("Pod", "default", "a")]))
-        .await?;
+    env.publish(&chunk(
+        "prod-eu",
+        "s1",
+        0,
+        false,
+        0,
+        vec![
+            object("Namespace", "", "default"),
+            object("Pod", "default", "a"),
+        ],
+    ))
+    .await?;
     let last = env
-        .publish(&chunk("prod-eu", "s1", 1, true, 3, vec![object("Pod", "default", "b")]))
+        .publish(&chunk(
+            "prod-eu",
+            "s1",
+            1,
+            true,
+            3,
+            vec![object("Pod", "default", "b")],
+        ))
         .await?;
     env.applied("ingestion", last).await?;
 
@@ -41,11 +58,15 @@ async fn projects_agents_and_chunked_inventory() -> anyhow::Result<()> {
         .await?;
     assert_eq!(snap.get::<String, _>(0), "s1");
     assert_eq!(snap.get::<i64, _>(1), 3);
-    assert_eq!(snap.get::<serde_json::Value, _>(2), serde_json::json!({"Namespace": 1, "Pod": 2}));
-    let pods: i64 = sqlx::query("SELECT COUNT(*) FROM inventory WHERE cluster_id = 'prod-eu' AND kind = 'Pod'")
-        .fetch_one(&env.pool)
-        .await?
-        .get(0);
+    assert_eq!(
+        snap.get::<serde_json::Value, _>(2),
+        serde_json::json!({"Namespace": 1, "Pod": 2})
+    );
+    let pods: i64 =
+        sqlx::query("SELECT COUNT(*) FROM inventory WHERE cluster_id = 'prod-eu' AND kind = 'Pod'")
+            .fetch_one(&env.pool)
+            .await?
+            .get(0);
     assert_eq!(pods, 2);
     ingestion.stop().await
 }
@@ -54,28 +75,51 @@ async fn projects_agents_and_chunked_inventory() -> anyhow::Result<()> {
 async fn a_new_snapshot_replaces_the_old_one_only_when_complete() -> anyhow::Result<()> {
     let env = Env::start().await?;
     let ingestion = env.ingestion("ingestion").await?;
-    let objects = |names: &[&str]| names.iter().map(|n| object("Pod", "default", n)).collect::<Vec<_>>();
-    env.publish(&chunk("dev-ap", "s1", 0, true, 3, objects(&["a", "b", "c"]))).await?;
+    let objects = |names: &[&str]| {
+        names
+            .iter()
+            .map(|n| object("Pod", "default", n))
+            .collect::<Vec<_>>()
+    };
+    env.publish(&chunk(
+        "dev-ap",
+        "s1",
+        0,
+        true,
+        3,
+        objects(&["a", "b", "c"]),
+    ))
+    .await?;
     // s2 has begun but is not complete: s1 still stands.
-    let seq = env.publish(&chunk("dev-ap", "s2", 0, false, 0, objects(&["a"]))).await?;
+    let seq = env
+        .publish(&chunk("dev-ap", "s2", 0, false, 0, objects(&["a"])))
+        .await?;
     env.applied("ingestion", seq).await?;
     let names = |env: &Env| {
         let pool = env.pool.clone();
         async move {
-            let rows = sqlx::query("SELECT name FROM inventory WHERE cluster_id = 'dev-ap' ORDER BY name")
-                .fetch_all(&pool)
-                .await?;
-            anyhow::Ok(rows.iter().map(|r| r.get::<String, _>(0)).collect::<Vec<_>>())
+            let rows =
+                sqlx::query("SELECT name FROM inventory WHERE cluster_id = 'dev-ap' ORDER BY name")
+                    .fetch_all(&pool)
+                    .await?;
+            anyhow::Ok(
+                rows.iter()
+                    .map(|r| r.get::<String, _>(0))
+                    .collect::<Vec<_>>(),
+            )
         }
     };
     assert_eq!(names(&env).await?, ["a", "b", "c"]);
-    let seq = env.publish(&chunk("dev-ap", "s2", 1, true, 2, objects(&["d"]))).await?;
+    let seq = env
+        .publish(&chunk("dev-ap", "s2", 1, true, 2, objects(&["d"])))
+        .await?;
     env.applied("ingestion", seq).await?;
     assert_eq!(names(&env).await?, ["a", "d"]);
-    let total: i64 = sqlx::query("SELECT total_objects FROM inventory_snapshots WHERE cluster_id = 'dev-ap'")
-        .fetch_one(&env.pool)
-        .await?
-        .get(0);
+    let total: i64 =
+        sqlx::query("SELECT total_objects FROM inventory_snapshots WHERE cluster_id = 'dev-ap'")
+            .fetch_one(&env.pool)
+            .await?
+            .get(0);
     assert_eq!(total, 2);
     ingestion.stop().await
 }
@@ -88,27 +132,48 @@ async fn redelivered_events_change_nothing() -> anyhow::Result<()> {
     for seq in 1..=20 {
         env.publish(&heartbeat("prod-eu", "i-1", seq)).await?;
     }
-    let last = env.publish(&chunk("prod-eu", "s1", 0, true, 1, vec![object("Node", "", "n1")])).await?;
+    let last = env
+        .publish(&chunk(
+            "prod-eu",
+            "s1",
+            0,
+            true,
+            1,
+            vec![object("Node", "", "n1")],
+        ))
+        .await?;
     env.applied("ingestion", last).await?;
     ingestion.stop().await?;
     let before = env.dump().await?;
 
     // The consumer is lost (as after a JetStream restore): everything is delivered again.
-    env.js.get_stream(streams::FLEET_EVENTS).await?.delete_consumer("ingestion").await?;
+    env.js
+        .get_stream(streams::FLEET_EVENTS)
+        .await?
+        .delete_consumer("ingestion")
+        .await?;
     let ingestion = env.ingestion("ingestion").await?;
-    canopy_testkit::eventually(WAIT, "the redelivered events to be acknowledged", || async {
-        let mut c = env
-            .js
-            .get_stream(streams::FLEET_EVENTS)
-            .await?
-            .get_consumer::<pull::Config>("ingestion")
-            .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-        let info = c.info().await?;
-        Ok((info.ack_floor.stream_sequence >= last).then_some(()))
-    })
+    canopy_testkit::eventually(
+        WAIT,
+        "the redelivered events to be acknowledged",
+        || async {
+            let mut c = env
+                .js
+                .get_stream(streams::FLEET_EVENTS)
+                .await?
+                .get_consumer::<pull::Config>("ingestion")
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let info = c.info().await?;
+            Ok((info.ack_floor.stream_sequence >= last).then_some(()))
+        },
+    )
     .await?;
-    assert_eq!(env.dump().await?, before, "redelivery changed the read models");
+    assert_eq!(
+        env.dump().await?,
+        before,
+        "redelivery changed the read models"
+    );
     assert_eq!(env.checkpoint("ingestion").await?, last);
     ingestion.stop().await
 }
@@ -117,19 +182,25 @@ async fn redelivered_events_change_nothing() -> anyhow::Result<()> {
 async fn bad_events_are_dead_lettered_and_never_block() -> anyhow::Result<()> {
     let env = Env::start().await?;
     let ingestion = env.ingestion("ingestion").await?;
-    let garbage = env.publish_raw("canopy.evt.prod-eu.agent.heartbeat", vec![0xff, 0x01, 0x02]).await?;
+    let garbage = env
+        .publish_raw("canopy.evt.prod-eu.agent.heartbeat", vec![0xff, 0x01, 0x02])
+        .await?;
     // An envelope of staging-us on prod-eu's subject: forged.
     let forged = {
         let env_b = heartbeat("staging-us", "i-9", 1);
-        env.publish_raw("canopy.evt.prod-eu.agent.heartbeat", canopy_kit::envelope::encode(&env_b).to_vec())
-            .await?
+        env.publish_raw(
+            "canopy.evt.prod-eu.agent.heartbeat",
+            canopy_kit::envelope::encode(&env_b).to_vec(),
+        )
+        .await?
     };
     let good = env.publish(&heartbeat("prod-eu", "i-1", 1)).await?;
     env.applied("ingestion", good).await?;
-    let received: i64 = sqlx::query("SELECT heartbeats_received FROM agents WHERE cluster_id = 'prod-eu'")
-        .fetch_one(&env.pool)
-        .await?
-        .get(0);
+    let received: i64 =
+        sqlx::query("SELECT heartbeats_received FROM agents WHERE cluster_id = 'prod-eu'")
+            .fetch_one(&env.pool)
+            .await?
+            .get(0);
     assert_eq!(received, 1);
     let staging: i64 = sqlx::query("SELECT COUNT(*) FROM clusters WHERE id = 'staging-us'")
         .fetch_one(&env.pool)
@@ -138,13 +209,13 @@ async fn bad_events_are_dead_lettered_and_never_block() -> anyhow::Result<()> {
     assert_eq!(staging, 0, "a forged event reached the read models");
 
     let dlq = env.js.get_stream(streams::DEAD_LETTER).await?;
-    let consumer = dlq
-        .create_consumer(pull::OrderedConfig::default())
-        .await?;
+    let consumer = dlq.create_consumer(pull::OrderedConfig::default()).await?;
     let mut messages = consumer.messages().await?;
     let mut seen = Vec::new();
     while seen.len() < 2 {
-        let m = tokio::time::timeout(WAIT, messages.next()).await?.unwrap()?;
+        let m = tokio::time::timeout(WAIT, messages.next())
+            .await?
+            .unwrap()?;
         let headers = m.headers.clone().unwrap();
         seen.push((
             m.subject.to_string(),
@@ -156,7 +227,11 @@ async fn bad_events_are_dead_lettered_and_never_block() -> anyhow::Result<()> {
     assert_eq!(seen[0].1, garbage.to_string());
     assert_eq!(seen[1].0, "canopy.dlq.ingestion.forged");
     assert_eq!(seen[1].1, forged.to_string());
-    assert!(seen[1].2.contains("staging-us"), "reason names the mismatch: {}", seen[1].2);
+    assert!(
+        seen[1].2.contains("staging-us"),
+        "reason names the mismatch: {}",
+        seen[1].2
+    );
     ingestion.stop().await
 }
 
@@ -169,9 +244,13 @@ async fn rebuild_gives_the_same_read_models() -> anyhow::Result<()> {
         for seq in 1..=60 {
             env.publish(&heartbeat(c, "i-1", seq)).await?;
         }
-        let objects = (0..120).map(|i| object("Pod", "default", &format!("p{i:03}"))).collect::<Vec<_>>();
-        env.publish(&chunk(c, "s1", 0, false, 0, objects[..60].to_vec())).await?;
-        env.publish(&chunk(c, "s1", 1, true, 120, objects[60..].to_vec())).await?;
+        let objects = (0..120)
+            .map(|i| object("Pod", "default", &format!("p{i:03}")))
+            .collect::<Vec<_>>();
+        env.publish(&chunk(c, "s1", 0, false, 0, objects[..60].to_vec()))
+            .await?;
+        env.publish(&chunk(c, "s1", 1, true, 120, objects[60..].to_vec()))
+            .await?;
     }
     let last = env.publish(&heartbeat("prod-eu", "i-1", 61)).await?;
     env.applied("ingestion", last).await?;
@@ -179,8 +258,16 @@ async fn rebuild_gives_the_same_read_models() -> anyhow::Result<()> {
     let live = env.dump().await?;
     assert!(live.len() > 240);
 
-    let replayed = canopy_ingestion::rebuild(env.config("ingestion"), tokio_util::sync::CancellationToken::new()).await?;
+    let replayed = canopy_ingestion::rebuild(
+        env.config("ingestion"),
+        tokio_util::sync::CancellationToken::new(),
+    )
+    .await?;
     assert_eq!(replayed, last);
-    assert_eq!(env.dump().await?, live, "a rebuild differs from the live projection");
+    assert_eq!(
+        env.dump().await?,
+        live,
+        "a rebuild differs from the live projection"
+    );
     Ok(())
 }

@@ -1,0 +1,318 @@
+//! The gRPC services: FleetService over the read models, EventService over the event log.
+
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status};
+use tracing::{Instrument as _, debug, instrument};
+
+use canopy_kit::proto::api::v1::{
+    Cluster, GetClusterRequest, ListClustersRequest, ListClustersResponse, WatchEvent,
+    WatchRequest, event_service_server::EventService, fleet_service_server::FleetService,
+};
+
+use super::{EventLog, EventStream, ReadModel, proto, status};
+use crate::domain::{self, PageRequest, WatchSpec};
+
+// === impl FleetApi ===
+
+/// FleetService: clusters as the read models know them.
+pub struct FleetApi<R> {
+    read_model: R,
+}
+
+impl<R: ReadModel> FleetApi<R> {
+    pub fn new(read_model: R) -> Self {
+        Self { read_model }
+    }
+}
+
+#[tonic::async_trait]
+impl<R: ReadModel> FleetService for FleetApi<R> {
+    #[instrument(skip_all, fields(page_size = request.get_ref().page_size))]
+    async fn list_clusters(
+        &self,
+        request: Request<ListClustersRequest>,
+    ) -> Result<Response<ListClustersResponse>, Status> {
+        let r = request.into_inner();
+        let page_request = PageRequest::new(r.page_size, &r.page_token)?;
+        let rows = self.read_model.list_clusters(&page_request).await?;
+        let page = domain::page(rows, page_request.size);
+        Ok(Response::new(ListClustersResponse {
+            clusters: page.items.into_iter().map(Cluster::from).collect(),
+            next_page_token: page.next_page_token.unwrap_or_default(),
+        }))
+    }
+
+    #[instrument(skip_all, fields(cluster = %request.get_ref().cluster_id))]
+    async fn get_cluster(
+        &self,
+        request: Request<GetClusterRequest>,
+    ) -> Result<Response<Cluster>, Status> {
+        let id = domain::cluster_id("cluster_id", &request.get_ref().cluster_id)?;
+        let cluster = self
+            .read_model
+            .get_cluster(&id)
+            .await?
+            .ok_or_else(|| domain::Error::ClusterNotFound(id.to_string()))?;
+        Ok(Response::new(cluster.into()))
+    }
+}
+
+// === impl EventApi ===
+
+/// EventService: FLEET_EVENTS, history and live, for as long as the client listens.
+pub struct EventApi<L> {
+    log: L,
+    shutdown: CancellationToken,
+    buffer: usize,
+}
+
+impl<L: EventLog> EventApi<L> {
+    /// Watches end (with UNAVAILABLE) when `shutdown` is cancelled; `buffer` events may wait
+    /// for a slow client before the log is no longer read.
+    pub fn new(log: L, shutdown: CancellationToken, buffer: usize) -> Self {
+        Self {
+            log,
+            shutdown,
+            buffer: buffer.max(1),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl<L: EventLog> EventService for EventApi<L> {
+    type WatchStream = ReceiverStream<Result<WatchEvent, Status>>;
+
+    #[instrument(skip_all, fields(
+        cluster = %request.get_ref().cluster_id,
+        types = ?request.get_ref().types,
+        start = ?request.get_ref().start,
+    ))]
+    async fn watch(
+        &self,
+        request: Request<WatchRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        if self.shutdown.is_cancelled() {
+            return Err(status::shutting_down(None));
+        }
+        let spec = WatchSpec::try_from(request.get_ref())?;
+        let events = self.log.open(&spec).await?;
+        let (tx, rx) = mpsc::channel(self.buffer);
+        tokio::spawn(forward(events, tx, self.shutdown.clone()).in_current_span());
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}
+
+/// Sends events to the client until it goes away, the log fails or the api shuts down; the
+/// event stream (and with it the server-side consumer) is dropped on return.
+async fn forward(
+    mut events: EventStream,
+    tx: mpsc::Sender<Result<WatchEvent, Status>>,
+    shutdown: CancellationToken,
+) {
+    use futures::StreamExt as _;
+    metrics::gauge!("canopy_api_watches_active").increment(1.0);
+    debug!("watch started");
+    let mut last_seq = None;
+    loop {
+        let next = tokio::select! {
+            biased;
+            () = shutdown.cancelled() => {
+                // Best effort: a client too slow to take it still sees the stream end.
+                let _ = tx.try_send(Err(status::shutting_down(last_seq)));
+                break;
+            }
+            () = tx.closed() => {
+                debug!("watcher went away");
+                break;
+            }
+            next = events.next() => next,
+        };
+        let item = match next {
+            Some(Ok(event)) => {
+                last_seq = Some(event.seq);
+                Ok(proto::watch_event(event))
+            }
+            Some(Err(e)) => Err(Status::from(e)),
+            None => break,
+        };
+        let failed = item.is_err();
+        let sent = tokio::select! {
+            biased;
+            () = shutdown.cancelled() => false,
+            r = tx.send(item) => r.is_ok(),
+        };
+        if failed || !sent {
+            if shutdown.is_cancelled() {
+                let _ = tx.try_send(Err(status::shutting_down(last_seq)));
+            }
+            break;
+        }
+        metrics::counter!("canopy_api_watch_events_total").increment(1);
+    }
+    metrics::gauge!("canopy_api_watches_active").decrement(1.0);
+    debug!(?last_seq, "watch ended");
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use bytes::Bytes;
+    use chrono::{DateTime, Utc};
+    use futures::StreamExt as _;
+    use tonic::Code;
+
+    use canopy_kit::envelope;
+    use canopy_kit::proto::api::v1::watch_request::Start;
+    use canopy_kit::proto::event::v1::{Heartbeat, envelope::Body};
+    use canopy_kit::subject::ClusterId;
+
+    use super::*;
+    use crate::adapters::StoredEvent;
+    use crate::adapters::memory::{MemoryEventLog, MemoryReadModel};
+    use crate::domain::Cluster as DomainCluster;
+
+    fn fleet(ids: &[&str]) -> FleetApi<MemoryReadModel> {
+        let clusters = ids.iter().map(|id| DomainCluster {
+            id: (*id).to_owned(),
+            first_seen_at: DateTime::<Utc>::UNIX_EPOCH,
+            agent: None,
+            inventory: None,
+        });
+        FleetApi::new(MemoryReadModel::new(clusters))
+    }
+
+    #[tokio::test]
+    async fn list_pages_through_every_cluster_in_id_order() {
+        let api = fleet(&["c", "a", "e", "b", "d"]);
+        let mut seen = Vec::new();
+        let mut token = String::new();
+        let mut pages = 0;
+        loop {
+            let page = api
+                .list_clusters(Request::new(ListClustersRequest {
+                    page_size: 2,
+                    page_token: token.clone(),
+                }))
+                .await
+                .unwrap()
+                .into_inner();
+            pages += 1;
+            seen.extend(page.clusters.into_iter().map(|c| c.id));
+            if page.next_page_token.is_empty() {
+                break;
+            }
+            token = page.next_page_token;
+        }
+        assert_eq!(seen, ["a", "b", "c", "d", "e"]);
+        assert_eq!(pages, 3);
+        let bad = api
+            .list_clusters(Request::new(ListClustersRequest {
+                page_size: 2,
+                page_token: "nonsense".into(),
+            }))
+            .await
+            .unwrap_err();
+        assert_eq!(bad.code(), Code::InvalidArgument);
+    }
+
+    #[tokio::test]
+    async fn get_rejects_bad_ids_and_reports_unknown_ones() {
+        let api = fleet(&["a"]);
+        let get = |id: &str| {
+            api.get_cluster(Request::new(GetClusterRequest {
+                cluster_id: id.into(),
+            }))
+        };
+        assert_eq!(get("a").await.unwrap().into_inner().id, "a");
+        let err = get("b").await.unwrap_err();
+        assert_eq!(err.code(), Code::NotFound);
+        let err = get("A.b").await.unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument);
+        assert!(err.message().contains("cluster_id"), "{}", err.message());
+    }
+
+    fn heartbeat(cluster: &str, seq: u64) -> StoredEvent {
+        let c = ClusterId::parse(cluster).unwrap();
+        let env = envelope::new(
+            &c,
+            "test",
+            Body::Heartbeat(Heartbeat {
+                agent_instance_id: "i".into(),
+                sequence: seq,
+                ..Default::default()
+            }),
+        );
+        StoredEvent {
+            seq,
+            subject: envelope::subject_of(&env).unwrap(),
+            stored_at: Utc::now(),
+            payload: envelope::encode(&env),
+        }
+    }
+
+    #[tokio::test]
+    async fn watch_streams_until_shutdown_then_says_where_to_resume() {
+        let garbage = StoredEvent {
+            seq: 3,
+            subject: "canopy.evt.a.agent.heartbeat".into(),
+            stored_at: Utc::now(),
+            payload: Bytes::from_static(b"\x01"),
+        };
+        let log = MemoryEventLog::new(vec![heartbeat("a", 1), heartbeat("b", 2), garbage]);
+        let shutdown = CancellationToken::new();
+        let api = EventApi::new(log, shutdown.clone(), 8);
+        let mut stream = api
+            .watch(Request::new(WatchRequest {
+                cluster_id: "a".into(),
+                types: vec!["heartbeat".into()],
+                start: Some(Start::FromSequence(1)),
+            }))
+            .await
+            .unwrap()
+            .into_inner();
+        let first = stream.next().await.unwrap().unwrap();
+        assert_eq!(first.stream_sequence, 1);
+        assert!(first.envelope.is_some());
+        let second = stream.next().await.unwrap().unwrap();
+        assert_eq!(second.stream_sequence, 3);
+        assert!(second.envelope.is_none());
+        shutdown.cancel();
+        let end = tokio::time::timeout(Duration::from_secs(5), stream.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(end.code(), Code::Unavailable);
+        assert!(
+            end.message().contains("from_sequence = 4"),
+            "{}",
+            end.message()
+        );
+        assert!(stream.next().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn watch_rejects_bad_filters() {
+        let api = EventApi::new(MemoryEventLog::new(Vec::new()), CancellationToken::new(), 8);
+        for req in [
+            WatchRequest {
+                cluster_id: "Nope!".into(),
+                ..Default::default()
+            },
+            WatchRequest {
+                types: vec!["agent.*".into()],
+                ..Default::default()
+            },
+            WatchRequest {
+                start: Some(Start::FromSequence(0)),
+                ..Default::default()
+            },
+        ] {
+            let err = api.watch(Request::new(req.clone())).await.unwrap_err();
+            assert_eq!(err.code(), Code::InvalidArgument, "{req:?}");
+        }
+    }
+}

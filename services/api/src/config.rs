@@ -1,0 +1,64 @@
+//! The api's configuration.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use canopy_kit::config::{HttpArgs, LogFormat, NatsArgs, TelemetryArgs};
+
+#[derive(Debug, Clone, clap::Parser)]
+#[command(
+    name = "canopy-api",
+    version,
+    about = "Serves the fleet to users over gRPC"
+)]
+pub struct Config {
+    /// Address of the gRPC server (port 0 picks a free port).
+    #[arg(long, env = "CANOPY_API_LISTEN", default_value = "127.0.0.1:50051")]
+    pub listen: SocketAddr,
+    /// Postgres URL of the read models (written by ingestion; the api only reads).
+    #[arg(long, env = "CANOPY_API_DATABASE_URL")]
+    pub database_url: String,
+    /// Postgres connections in the pool.
+    #[arg(long, env = "CANOPY_API_DB_CONNECTIONS", default_value_t = 8)]
+    pub db_connections: u32,
+    /// JetStream domain that holds FLEET_EVENTS (default: the connected server's own).
+    #[arg(long, env = "CANOPY_API_JS_DOMAIN")]
+    pub js_domain: Option<String>,
+    /// Events each Watch may buffer for a slow client before it stops reading the log.
+    #[arg(long, env = "CANOPY_API_WATCH_BUFFER", default_value_t = 256)]
+    pub watch_buffer: usize,
+    /// How often Postgres and NATS are checked for the health service and /readyz.
+    #[arg(long, env = "CANOPY_API_HEALTH_INTERVAL", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub health_interval: Duration,
+    /// How long in-flight calls may take to finish on shutdown.
+    #[arg(long, env = "CANOPY_API_DRAIN_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub drain_timeout: Duration,
+    #[command(flatten)]
+    pub nats: NatsArgs,
+    #[command(flatten)]
+    pub http: HttpArgs,
+    #[command(flatten)]
+    pub telemetry: TelemetryArgs,
+}
+
+impl Config {
+    /// Defaults for running in-process (tests, embedding): gRPC and HTTP on free loopback
+    /// ports, no environment variables read.
+    pub fn new(database_url: impl Into<String>, nats: NatsArgs) -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            database_url: database_url.into(),
+            db_connections: 4,
+            js_domain: None,
+            watch_buffer: 256,
+            health_interval: Duration::from_secs(5),
+            drain_timeout: Duration::from_secs(10),
+            nats,
+            http: HttpArgs::default(),
+            telemetry: TelemetryArgs {
+                log_format: LogFormat::Text,
+                otlp_endpoint: None,
+            },
+        }
+    }
+}

@@ -1,0 +1,165 @@
+//! The command line: global flags and one subcommand tree per area (clusters, events, ...).
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "canopyctl",
+    version,
+    about = "Command-line client of the Canopy fleet API"
+)]
+pub struct Cli {
+    /// URL of the Canopy API.
+    #[arg(
+        long,
+        global = true,
+        env = "CANOPY_API",
+        default_value = "http://127.0.0.1:50051"
+    )]
+    pub api: String,
+    /// Output format.
+    #[arg(long, short = 'o', global = true, env = "CANOPY_OUTPUT", value_enum, default_value_t = OutputFormat::Table)]
+    pub output: OutputFormat,
+    /// Deadline for connecting and for each request (watches only bound the connect), e.g. 10s.
+    #[arg(long, global = true, env = "CANOPY_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    /// Aligned columns for people.
+    Table,
+    /// JSON: one document per command, one object per line (NDJSON) for streams.
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Clusters of the fleet.
+    #[command(subcommand)]
+    Clusters(ClustersCommand),
+    /// Events of the fleet, as stored in FLEET_EVENTS.
+    #[command(subcommand)]
+    Events(EventsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClustersCommand {
+    /// Every cluster, ordered by id.
+    List(ListClustersArgs),
+    /// One cluster, with its inventory by kind.
+    Get(GetClusterArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ListClustersArgs {
+    /// Clusters fetched per request (every page is fetched).
+    #[arg(long, default_value_t = 500)]
+    pub page_size: u32,
+}
+
+#[derive(Debug, Args)]
+pub struct GetClusterArgs {
+    /// Cluster id.
+    pub id: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EventsCommand {
+    /// Follow events until interrupted (Ctrl-C); by default only new ones.
+    Watch(WatchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// Only this cluster's events.
+    #[arg(long)]
+    pub cluster: Option<String>,
+    /// Only this event type, e.g. agent.heartbeat or heartbeat (repeat or comma-separate).
+    #[arg(long = "type", value_name = "TYPE", value_delimiter = ',')]
+    pub types: Vec<String>,
+    /// Start at this stream sequence (1 = the beginning of the log).
+    #[arg(long, value_name = "N", conflicts_with = "since")]
+    pub from_seq: Option<u64>,
+    /// Start at events stored this long ago (5m, 2h) or since an RFC 3339 time.
+    #[arg(long, value_name = "DURATION_OR_RFC3339", value_parser = parse_since)]
+    pub since: Option<DateTime<Utc>>,
+    /// Exit after this many events.
+    #[arg(long, value_name = "N")]
+    pub limit: Option<u64>,
+}
+
+/// `5m`, `1h30m` (ago) or `2025-01-31T12:00:00Z`.
+pub fn parse_since(value: &str) -> Result<DateTime<Utc>, String> {
+    if let Ok(ago) = humantime::parse_duration(value) {
+        let ago = chrono::Duration::from_std(ago).map_err(|e| e.to_string())?;
+        return Utc::now()
+            .checked_sub_signed(ago)
+            .ok_or_else(|| format!("{value} ago is out of range"));
+    }
+    DateTime::parse_from_rfc3339(value)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|_| format!("{value:?} is neither a duration (5m, 2h) nor an RFC 3339 time"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn since_takes_durations_and_times() {
+        let t = parse_since("2025-01-31T12:00:00+01:00").unwrap();
+        assert_eq!(t.to_rfc3339(), "2025-01-31T11:00:00+00:00");
+        let since = parse_since("5m").unwrap();
+        let ago = Utc::now() - since;
+        assert!(
+            ago >= chrono::Duration::minutes(5) && ago < chrono::Duration::minutes(6),
+            "{ago}"
+        );
+        assert!(parse_since("yesterday").is_err());
+    }
+
+    #[test]
+    fn parses_a_watch_command_line() {
+        let cli = Cli::try_parse_from([
+            "canopyctl",
+            "-o",
+            "json",
+            "events",
+            "watch",
+            "--cluster",
+            "a",
+            "--type",
+            "heartbeat,agent.started",
+            "--type",
+            "inventory.snapshot",
+            "--from-seq",
+            "3",
+        ])
+        .unwrap();
+        assert_eq!(cli.output, OutputFormat::Json);
+        let Command::Events(EventsCommand::Watch(w)) = cli.command else {
+            panic!("not a watch");
+        };
+        assert_eq!(
+            w.types,
+            ["heartbeat", "agent.started", "inventory.snapshot"]
+        );
+        assert_eq!(w.from_seq, Some(3));
+        let both = Cli::try_parse_from([
+            "canopyctl",
+            "events",
+            "watch",
+            "--from-seq",
+            "3",
+            "--since",
+            "5m",
+        ]);
+        assert!(both.is_err());
+    }
+}

@@ -1,0 +1,39 @@
+//! One module per area of the API; each turns its subcommand into calls and output.
+
+pub mod clusters;
+pub mod events;
+
+use crate::cli::{Cli, Command};
+use crate::error::CliError;
+
+pub async fn run(cli: Cli) -> Result<(), CliError> {
+    let ctx = Context {
+        api: cli.api,
+        output: cli.output,
+        timeout: cli.timeout,
+    };
+    match cli.command {
+        Command::Clusters(cmd) => clusters::run(&ctx, cmd).await,
+        Command::Events(cmd) => events::run(&ctx, cmd).await,
+    }
+}
+
+/// What every command gets from the global flags.
+#[derive(Debug, Clone)]
+pub struct Context {
+    pub api: String,
+    pub output: crate::cli::OutputFormat,
+    pub timeout: std::time::Duration,
+}
+
+impl Context {
+    /// A channel for unary calls, each bounded by `--timeout`.
+    pub async fn unary_channel(&self) -> Result<tonic::transport::Channel, CliError> {
+        crate::client::connect(&self.api, self.timeout, Some(self.timeout)).await
+    }
+
+    /// A channel for streams: only connecting is bounded.
+    pub async fn stream_channel(&self) -> Result<tonic::transport::Channel, CliError> {
+        crate::client::connect(&self.api, self.timeout, None).await
+    }
+}
