@@ -46,6 +46,9 @@ pub enum Command {
     /// Events of the fleet, as stored in FLEET_EVENTS.
     #[command(subcommand)]
     Events(EventsCommand),
+    /// Audit Kubernetes manifests offline (files, directories, `-` for stdin), e.g. in CI.
+    /// Exits 1 when a finding reaches --fail-on, 2 on unreadable input.
+    Audit(canopy_audit::cli::AuditArgs),
 }
 
 #[derive(Debug, Subcommand)]

@@ -20,6 +20,9 @@ pub enum CliError {
     Status(#[from] tonic::Status),
     #[error("failed to write the output: {0}")]
     Output(#[from] std::io::Error),
+    /// The command already reported its outcome; only the exit code is left (`audit`).
+    #[error("exit status {0}")]
+    Exit(u8),
 }
 
 impl CliError {
@@ -46,6 +49,7 @@ impl CliError {
     pub fn exit_code(&self) -> u8 {
         match self {
             Self::Usage(_) => 2,
+            Self::Exit(code) => *code,
             _ => 1,
         }
     }
@@ -57,6 +61,9 @@ impl CliError {
             && e.kind() == std::io::ErrorKind::BrokenPipe
         {
             return ExitCode::SUCCESS;
+        }
+        if let Self::Exit(code) = self {
+            return ExitCode::from(*code);
         }
         eprintln!("error: {self}");
         let unreachable = match self {

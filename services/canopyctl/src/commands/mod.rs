@@ -15,6 +15,18 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Command::Clusters(cmd) => clusters::run(&ctx, cmd).await,
         Command::Events(cmd) => events::run(&ctx, cmd).await,
+        Command::Audit(args) => {
+            let code = canopy_audit::cli::run(
+                &args,
+                &mut std::io::stdout().lock(),
+                &mut std::io::stderr().lock(),
+            );
+            match u8::try_from(code) {
+                Ok(0) => Ok(()),
+                Ok(code) => Err(CliError::Exit(code)),
+                Err(_) => Err(CliError::Exit(2)),
+            }
+        }
     }
 }
 

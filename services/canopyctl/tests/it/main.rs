@@ -2,6 +2,7 @@
 // The whole crate is test code; clippy exempts only #[test] fns, not shared helpers.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod audit;
 mod clusters;
 mod errors;
 mod events;
