@@ -1,0 +1,5 @@
+//! Pure rules of the agent: what an inventoried object carries, and how a snapshot is cut into
+//! size-bounded chunks. No I/O here.
+
+pub mod chunk;
+pub mod inventory;

@@ -1,0 +1,10 @@
+//! The agent: inventories its cluster through the Kubernetes API and publishes `AgentStarted`,
+//! heartbeats and chunked inventory snapshots into its leaf's `EVENTS` stream.
+#![forbid(unsafe_code)]
+
+mod adapters;
+mod app;
+pub mod config;
+pub mod domain;
+
+pub use app::{App, run};
