@@ -7,10 +7,15 @@ use std::path::PathBuf;
 #[derive(Debug, Clone, clap::Args)]
 pub struct NatsArgs {
     /// NATS server URL(s), comma-separated.
-    #[arg(long = "nats-url", env = "CANOPY_NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    #[arg(
+        long = "nats-url",
+        global = true,
+        env = "CANOPY_NATS_URL",
+        default_value = "nats://127.0.0.1:4222"
+    )]
     pub url: String,
     /// NATS credentials file (JWT + nkey seed).
-    #[arg(long = "nats-creds", env = "CANOPY_NATS_CREDS")]
+    #[arg(long = "nats-creds", global = true, env = "CANOPY_NATS_CREDS")]
     pub creds: Option<PathBuf>,
 }
 
@@ -33,10 +38,20 @@ pub enum LogFormat {
 #[derive(Debug, Clone, clap::Args)]
 pub struct TelemetryArgs {
     /// Log format on stderr; the filter comes from RUST_LOG (default info).
-    #[arg(long = "log-format", env = "CANOPY_LOG_FORMAT", value_enum, default_value = "json")]
+    #[arg(
+        long = "log-format",
+        global = true,
+        env = "CANOPY_LOG_FORMAT",
+        value_enum,
+        default_value = "json"
+    )]
     pub log_format: LogFormat,
     /// OTLP/gRPC endpoint to export spans to, e.g. http://127.0.0.1:4317 (Jaeger).
-    #[arg(long = "otlp-endpoint", env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    #[arg(
+        long = "otlp-endpoint",
+        global = true,
+        env = "OTEL_EXPORTER_OTLP_ENDPOINT"
+    )]
     pub otlp_endpoint: Option<String>,
 }
 
@@ -44,7 +59,12 @@ pub struct TelemetryArgs {
 #[derive(Debug, Clone, clap::Args)]
 pub struct HttpArgs {
     /// Address of the health and metrics endpoints (port 0 picks a free port).
-    #[arg(long = "http-addr", env = "CANOPY_HTTP_ADDR", default_value = "127.0.0.1:0")]
+    #[arg(
+        long = "http-addr",
+        global = true,
+        env = "CANOPY_HTTP_ADDR",
+        default_value = "127.0.0.1:0"
+    )]
     pub http_addr: SocketAddr,
 }
 

@@ -114,7 +114,11 @@ pub fn decode(subject: &str, payload: &[u8]) -> Result<Envelope, EnvelopeError> 
             envelope: env.cluster_id.clone(),
         });
     }
-    let (area, event) = env.body.as_ref().map(event_type).ok_or(EnvelopeError::NoBody)?;
+    let (area, event) = env
+        .body
+        .as_ref()
+        .map(event_type)
+        .ok_or(EnvelopeError::NoBody)?;
     if parsed.area != area || parsed.event != event {
         return Err(EnvelopeError::TypeMismatch {
             subject: subject.to_owned(),

@@ -88,5 +88,7 @@ async fn readyz(State(readiness): State<Readiness>) -> (StatusCode, &'static str
 }
 
 async fn metrics() -> String {
-    prometheus().map(PrometheusHandle::render).unwrap_or_default()
+    prometheus()
+        .map(PrometheusHandle::render)
+        .unwrap_or_default()
 }

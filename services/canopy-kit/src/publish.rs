@@ -31,7 +31,10 @@ pub fn headers_for(env: &Envelope) -> HeaderMap {
 
 /// Sends a validated envelope on its subject and returns the future of the stream's ack, so
 /// that callers can keep many publishes in flight.
-pub async fn send(js: &jetstream::Context, env: &Envelope) -> Result<PublishAckFuture, PublishError> {
+pub async fn send(
+    js: &jetstream::Context,
+    env: &Envelope,
+) -> Result<PublishAckFuture, PublishError> {
     envelope::validate(env)?;
     let subject = envelope::subject_of(env)?;
     let msg = PublishMessage::build()

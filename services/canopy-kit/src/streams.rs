@@ -6,9 +6,8 @@
 use std::time::Duration;
 
 use async_nats::jetstream::{
-    self,
+    self, ErrorCode,
     context::{CreateStreamError, GetStreamError, GetStreamErrorKind},
-    ErrorCode,
     stream::{Config, DiscardPolicy, External, RetentionPolicy, Source, StorageType},
 };
 use thiserror::Error;

@@ -197,7 +197,10 @@ mod tests {
     fn rejects_tokens_that_would_escape_their_subject() {
         for bad in ["a.b", "a*", ">", "a b", "a\tb", "", "a\nb"] {
             assert!(check_token("t", bad).is_err(), "{bad:?} accepted");
-            assert!(ClusterId::parse(bad).is_err(), "{bad:?} accepted as cluster");
+            assert!(
+                ClusterId::parse(bad).is_err(),
+                "{bad:?} accepted as cluster"
+            );
         }
         assert!(check_token("t", "heartbeat").is_ok());
     }

@@ -39,7 +39,9 @@ pub fn init(service: &'static str, args: &TelemetryArgs) -> anyhow::Result<Telem
             .with_tonic()
             .with_endpoint(endpoint.clone())
             .build()
-            .map_err(|e| anyhow::anyhow!("failed to build the OTLP exporter for {endpoint}: {e}"))?;
+            .map_err(|e| {
+                anyhow::anyhow!("failed to build the OTLP exporter for {endpoint}: {e}")
+            })?;
         builder = builder.with_batch_exporter(exporter);
     }
     let provider = builder.build();

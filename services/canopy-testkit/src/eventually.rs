@@ -149,9 +149,13 @@ where
             Ok(Ok(None)) => {}
             Ok(Err(e)) => last_error = Some(e),
             Err(_) => {
-                last_error = Some(anyhow::anyhow!(
-                    "the last attempt was still running at the deadline"
-                ));
+                // Keep what the attempt before said: it is what the caller needs to see.
+                last_error = Some(match last_error.take() {
+                    Some(e) => e.context(
+                        "the last attempt was still running at the deadline; the one before failed",
+                    ),
+                    None => anyhow::anyhow!("the last attempt was still running at the deadline"),
+                });
             }
         }
         if Instant::now() >= deadline {

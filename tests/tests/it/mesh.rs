@@ -40,11 +40,23 @@ fn fixture_counts(f: &Fixture) -> BTreeMap<String, u64> {
 
 async fn clusters_by_id(stack: &Stack) -> anyhow::Result<BTreeMap<String, Cluster>> {
     let mut client = fleet_client(&stack.api_url()).await?;
-    Ok(list_clusters(&mut client)
-        .await?
-        .into_iter()
-        .map(|c| (c.id.clone(), c))
-        .collect())
+    let mut out = BTreeMap::new();
+    // The list carries the summary; GetCluster adds the inventory by kind.
+    for c in list_clusters(&mut client).await? {
+        let full = client
+            .get_cluster(canopy_proto::api::v1::GetClusterRequest {
+                cluster_id: c.id.clone(),
+            })
+            .await?
+            .into_inner();
+        anyhow::ensure!(
+            full.inventory_objects == c.inventory_objects,
+            "list and get disagree on {}",
+            c.id
+        );
+        out.insert(c.id.clone(), full);
+    }
+    Ok(out)
 }
 
 /// The heartbeat sequence numbers of `cluster` in FLEET_EVENTS, in stream order.

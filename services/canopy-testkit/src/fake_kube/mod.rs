@@ -16,6 +16,7 @@ use std::convert::Infallible;
 use std::fmt;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::ops::Bound;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
@@ -63,8 +64,11 @@ impl Default for FakeKubeOptions {
 /// One request the server received, in arrival order.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct RecordedRequest {
+    /// The HTTP method, upper case (`GET`, `PATCH`, ...).
     pub method: String,
+    /// The path without the query (`/api/v1/namespaces/dev/pods/web-0`).
     pub path: String,
+    /// The raw query string, if any (`limit=2&continue=...`).
     pub query: Option<String>,
     /// The body parsed as JSON (or YAML); a body that is neither is kept as a string.
     pub body: Option<Value>,
@@ -73,6 +77,8 @@ pub struct RecordedRequest {
 /// A running fake API server; stops on [`FakeKube::stop`] or drop.
 pub struct FakeKube {
     addr: SocketAddr,
+    /// The fixture's name, used for the kubeconfig's cluster and context.
+    name: String,
     shared: Arc<Shared>,
     task: Option<JoinHandle<()>>,
 }
@@ -81,6 +87,7 @@ impl fmt::Debug for FakeKube {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("FakeKube")
             .field("url", &self.url())
+            .field("fixture", &self.name)
             .field("stopped", &self.shared.cancel.is_cancelled())
             .finish()
     }
@@ -138,6 +145,7 @@ impl FakeKube {
         tracing::debug!(%addr, fixture = %name, "fake kube server listening");
         Ok(Self {
             addr,
+            name,
             shared,
             task: Some(task),
         })
@@ -218,6 +226,43 @@ impl FakeKube {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone()
+    }
+
+    /// The recorded requests with `method` (any case) whose path starts with `path_prefix`, in
+    /// order; e.g. `requests_matching("PATCH", "/apis/apps/v1/namespaces/shop/deployments/")`.
+    pub fn requests_matching(&self, method: &str, path_prefix: &str) -> Vec<RecordedRequest> {
+        self.shared
+            .requests
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .filter(|r| r.method.eq_ignore_ascii_case(method) && r.path.starts_with(path_prefix))
+            .cloned()
+            .collect()
+    }
+
+    /// Writes a kubeconfig for this server (plain http, no credentials; cluster, user and
+    /// context named after the fixture) to `dir/<fixture>-<port>.kubeconfig` and returns its
+    /// path, for processes that read `KUBECONFIG`.
+    ///
+    /// # Errors
+    /// When the file cannot be written.
+    pub fn kubeconfig(&self, dir: &Path) -> anyhow::Result<PathBuf> {
+        let name = &self.name;
+        let config = json!({
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": name, "cluster": {"server": self.url()}}],
+            "users": [{"name": name, "user": {}}],
+            "contexts": [{"name": name, "context": {"cluster": name, "user": name}}],
+            "current-context": name,
+            "preferences": {},
+        });
+        let yaml = serde_yaml::to_string(&config).context("failed to render the kubeconfig")?;
+        let path = dir.join(format!("{name}-{}.kubeconfig", self.addr.port()));
+        std::fs::write(&path, yaml)
+            .with_context(|| format!("failed to write kubeconfig {}", path.display()))?;
+        Ok(path)
     }
 
     /// Forgets the recorded requests.

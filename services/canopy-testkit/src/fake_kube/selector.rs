@@ -144,7 +144,21 @@ impl FieldSelector {
             } else {
                 return Err(format!("invalid field selector term {term:?}"));
             };
-            terms.push((path.trim().to_string(), negate, wanted.trim().to_string()));
+            let (path, wanted) = (path.trim(), wanted.trim());
+            let path_ok = !path.is_empty()
+                && !path.starts_with('.')
+                && !path.ends_with('.')
+                && !path.contains("..")
+                && path
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '_');
+            if !path_ok {
+                return Err(format!("invalid field path {path:?} in {term:?}"));
+            }
+            if wanted.contains(['=', '!', '(', ')', ' ']) {
+                return Err(format!("invalid field value {wanted:?} in {term:?}"));
+            }
+            terms.push((path.to_string(), negate, wanted.to_string()));
         }
         Ok(Self(terms))
     }
@@ -210,5 +224,14 @@ mod tests {
                 .unwrap()
                 .matches(&pod(json!({})))
         );
+        for bad in [
+            "status.phase===Running",
+            "=x",
+            "a..b=c",
+            "metadata.name",
+            "x=(y)",
+        ] {
+            assert!(FieldSelector::parse(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -2,6 +2,7 @@
 
 mod fake_kube;
 mod fixtures;
+mod remediation;
 
 use canopy_testkit::{FakeKube, Fixture};
 
