@@ -164,7 +164,8 @@ struct ApiError {
 /// Reads the sources' state from the raw STREAM.INFO reply (the typed client has no `error`
 /// field) and exports lag and link state per cluster; logs every transition.
 async fn monitor_links(client: async_nats::Client, every: Duration, shutdown: CancellationToken) {
-    let max_silence = i64::try_from((every * 3).max(Duration::from_secs(15)).as_nanos()).unwrap_or(i64::MAX);
+    let max_silence =
+        i64::try_from((every * 3).max(Duration::from_secs(15)).as_nanos()).unwrap_or(i64::MAX);
     let mut last: HashMap<String, LinkState> = HashMap::new();
     let mut tick = tokio::time::interval(every);
     loop {
@@ -173,7 +174,10 @@ async fn monitor_links(client: async_nats::Client, every: Duration, shutdown: Ca
             _ = tick.tick() => {}
         }
         let reply = match client
-            .request(format!("$JS.API.STREAM.INFO.{}", streams::FLEET_EVENTS), "".into())
+            .request(
+                format!("$JS.API.STREAM.INFO.{}", streams::FLEET_EVENTS),
+                "".into(),
+            )
             .await
         {
             Ok(m) => m,
@@ -205,10 +209,16 @@ async fn monitor_links(client: async_nats::Client, every: Duration, shutdown: Ca
             };
             let state = domain::link_state(s.active, s.lag, s.error.is_some(), max_silence);
             let up = matches!(state, LinkState::Up { .. });
-            metrics::gauge!("canopy_gateway_link_up", "cluster" => cluster.clone())
-                .set(if up { 1.0 } else { 0.0 });
-            metrics::gauge!("canopy_gateway_source_lag", "cluster" => cluster.clone()).set(s.lag as f64);
-            let was_up = last.get(&cluster).map(|l| matches!(l, LinkState::Up { .. }));
+            metrics::gauge!("canopy_gateway_link_up", "cluster" => cluster.clone()).set(if up {
+                1.0
+            } else {
+                0.0
+            });
+            metrics::gauge!("canopy_gateway_source_lag", "cluster" => cluster.clone())
+                .set(s.lag as f64);
+            let was_up = last
+                .get(&cluster)
+                .map(|l| matches!(l, LinkState::Up { .. }));
             if was_up != Some(up) {
                 match (&s.error, up) {
                     (Some(e), _) => warn!(%cluster, error = %e.description, "link down"),

@@ -14,7 +14,11 @@ pub enum Role {
 }
 
 #[derive(Debug, Clone, clap::Parser)]
-#[command(name = "canopy-gateway-leafnode", version, about = "Links leaf clusters to the seed")]
+#[command(
+    name = "canopy-gateway-leafnode",
+    version,
+    about = "Links leaf clusters to the seed"
+)]
 pub struct Config {
     #[arg(long, env = "CANOPY_GATEWAY_ROLE", value_enum)]
     pub role: Role,

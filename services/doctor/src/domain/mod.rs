@@ -11,7 +11,10 @@ pub struct FleetView {
 impl FleetView {
     /// Records a heartbeat; an older one (a redelivery, a late copy) does not move time back.
     pub fn heartbeat(&mut self, cluster: &str, at_unix: i64) {
-        let e = self.last_heartbeat.entry(cluster.to_owned()).or_insert(at_unix);
+        let e = self
+            .last_heartbeat
+            .entry(cluster.to_owned())
+            .or_insert(at_unix);
         *e = (*e).max(at_unix);
     }
 
@@ -21,7 +24,9 @@ impl FleetView {
 
     /// Seconds since the cluster's last heartbeat at `now_unix`.
     pub fn silence(&self, cluster: &str, now_unix: i64) -> Option<i64> {
-        self.last_heartbeat.get(cluster).map(|t| (now_unix - t).max(0))
+        self.last_heartbeat
+            .get(cluster)
+            .map(|t| (now_unix - t).max(0))
     }
 }
 

@@ -10,8 +10,14 @@ use canopy_kit::subject::ClusterId;
 /// The sources FLEET_EVENTS must have: the existing ones plus one per approved leaf that has
 /// none yet. Returns `None` when nothing is missing. Sources are never removed here: removal
 /// is revocation, an explicit decision.
-pub fn missing_sources(existing: &[Source], approved: &[ClusterId]) -> Option<(Vec<Source>, Vec<ClusterId>)> {
-    let have: BTreeSet<String> = existing.iter().filter_map(streams::source_cluster).collect();
+pub fn missing_sources(
+    existing: &[Source],
+    approved: &[ClusterId],
+) -> Option<(Vec<Source>, Vec<ClusterId>)> {
+    let have: BTreeSet<String> = existing
+        .iter()
+        .filter_map(streams::source_cluster)
+        .collect();
     let added: Vec<ClusterId> = approved
         .iter()
         .filter(|c| !have.contains(c.as_str()))
