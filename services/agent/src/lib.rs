@@ -8,3 +8,8 @@ pub mod config;
 pub mod domain;
 
 pub use app::{App, run};
+
+/// The kinds an inventory snapshot lists, in listing order.
+pub fn inventoried_kinds() -> Vec<&'static str> {
+    adapters::kube::KINDS.iter().map(|k| k.kind).collect()
+}

@@ -7,6 +7,7 @@ pub mod envelope;
 pub mod health;
 pub mod nats;
 pub mod publish;
+pub mod service;
 pub mod shutdown;
 pub mod streams;
 pub mod subject;

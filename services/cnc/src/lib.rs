@@ -1,14 +1,13 @@
 //! cnc: consumes command requests and schedules from CONTROL and dispatches COMMANDS.
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
-use async_nats::jetstream::{self, Message};
+use async_nats::jetstream::Message;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
-use canopy_kit::consumer::{self, BatchHandler, ConsumerSpec};
-use canopy_kit::health::HealthServer;
+use canopy_kit::consumer::{BatchHandler, ConsumerSpec};
+use canopy_kit::service::ConsumerService;
 use canopy_kit::streams;
 
 pub mod config;
@@ -23,39 +22,26 @@ pub const CONTROL_SUBJECTS: &[&str] = &[
 ];
 
 pub struct App {
-    client: async_nats::Client,
-    js: jetstream::Context,
-    health: HealthServer,
+    service: ConsumerService,
 }
 
 impl App {
     pub async fn build(cfg: Config) -> anyhow::Result<Self> {
-        let client = canopy_kit::nats::connect(&cfg.nats, "canopy-cnc").await?;
-        let js = canopy_kit::nats::jetstream(client.clone(), None);
-        for stream in [streams::control(), streams::seed_commands()] {
-            streams::ensure(&js, &stream).await?;
-        }
-        let health = HealthServer::bind(cfg.http.http_addr).await?;
-        Ok(Self { client, js, health })
+        let wanted = [streams::control(), streams::seed_commands()];
+        let service = ConsumerService::build("canopy-cnc", &cfg.nats, &cfg.http, &wanted).await?;
+        Ok(Self { service })
     }
 
     pub fn http_addr(&self) -> anyhow::Result<SocketAddr> {
-        self.health.local_addr()
+        self.service.http_addr()
     }
 
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let readiness = self.health.readiness();
-        let health = tokio::spawn(self.health.serve(shutdown.clone()));
-        readiness.set_ready(true);
         let spec = ConsumerSpec {
             filter_subjects: CONTROL_SUBJECTS.iter().map(|s| (*s).to_owned()).collect(),
             ..ConsumerSpec::new(streams::CONTROL, "cnc")
         };
-        let result = consumer::run(&self.js, &spec, &mut Requests, &shutdown).await;
-        readiness.set_ready(false);
-        let _ = tokio::time::timeout(Duration::from_secs(10), self.client.drain()).await;
-        let _ = health.await;
-        result
+        self.service.run(&spec, &mut Requests, shutdown).await
     }
 }
 

@@ -1,16 +1,15 @@
 //! doctor: follows heartbeats and health events of the fleet.
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
-use async_nats::jetstream::{self, Message};
+use async_nats::jetstream::Message;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
-use canopy_kit::consumer::{self, BatchHandler, ConsumerSpec};
+use canopy_kit::consumer::{BatchHandler, ConsumerSpec};
 use canopy_kit::envelope;
-use canopy_kit::health::HealthServer;
 use canopy_kit::proto::event::v1::envelope::Body;
+use canopy_kit::service::ConsumerService;
 use canopy_kit::streams;
 
 pub mod config;
@@ -20,40 +19,28 @@ use config::Config;
 use domain::FleetView;
 
 pub struct App {
-    client: async_nats::Client,
-    js: jetstream::Context,
-    health: HealthServer,
+    service: ConsumerService,
 }
 
 impl App {
     pub async fn build(cfg: Config) -> anyhow::Result<Self> {
-        let client = canopy_kit::nats::connect(&cfg.nats, "canopy-doctor").await?;
-        let js = canopy_kit::nats::jetstream(client.clone(), None);
-        for stream in [streams::fleet_events(), streams::control()] {
-            streams::ensure(&js, &stream).await?;
-        }
-        let health = HealthServer::bind(cfg.http.http_addr).await?;
-        Ok(Self { client, js, health })
+        let wanted = [streams::fleet_events(), streams::control()];
+        let service =
+            ConsumerService::build("canopy-doctor", &cfg.nats, &cfg.http, &wanted).await?;
+        Ok(Self { service })
     }
 
     pub fn http_addr(&self) -> anyhow::Result<SocketAddr> {
-        self.health.local_addr()
+        self.service.http_addr()
     }
 
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let readiness = self.health.readiness();
-        let health = tokio::spawn(self.health.serve(shutdown.clone()));
-        readiness.set_ready(true);
         let spec = ConsumerSpec {
             filter_subjects: vec!["canopy.evt.*.agent.>".to_owned()],
             ..ConsumerSpec::new(streams::FLEET_EVENTS, "doctor")
         };
         let mut handler = Heartbeats(FleetView::default());
-        let result = consumer::run(&self.js, &spec, &mut handler, &shutdown).await;
-        readiness.set_ready(false);
-        let _ = tokio::time::timeout(Duration::from_secs(10), self.client.drain()).await;
-        let _ = health.await;
-        result
+        self.service.run(&spec, &mut handler, shutdown).await
     }
 }
 

@@ -197,7 +197,7 @@ async fn a_large_cluster_is_listed_in_pages_and_sent_in_bounded_chunks() -> anyh
     agent.stop().await;
     let inventoried: BTreeMap<String, usize> = expected
         .into_iter()
-        .filter(|(k, _)| canopy_agent_kinds().contains(&k.as_str()))
+        .filter(|(k, _)| canopy_agent::inventoried_kinds().contains(&k.as_str()))
         .collect();
     assert_eq!(counts, inventoried);
     assert_eq!(total as usize, inventoried.values().sum::<usize>());
@@ -224,30 +224,6 @@ async fn a_large_cluster_is_listed_in_pages_and_sent_in_bounded_chunks() -> anyh
         "pods were not paged ({pod_lists} list calls)"
     );
     Ok(())
-}
-
-fn canopy_agent_kinds() -> Vec<&'static str> {
-    vec![
-        "Namespace",
-        "Node",
-        "Pod",
-        "Deployment",
-        "StatefulSet",
-        "DaemonSet",
-        "ReplicaSet",
-        "Job",
-        "CronJob",
-        "Service",
-        "Ingress",
-        "NetworkPolicy",
-        "Role",
-        "ClusterRole",
-        "RoleBinding",
-        "ClusterRoleBinding",
-        "ServiceAccount",
-        "ConfigMap",
-        "Secret",
-    ]
 }
 
 #[tokio::test]
