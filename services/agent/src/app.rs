@@ -285,8 +285,8 @@ async fn inventory_loop(
 }
 
 /// Lists every kind page by page and publishes the chunks; `Ok(None)` when stopped midway.
-/// A kind that cannot be listed abandons the snapshot (no final chunk), so an incomplete
-/// listing never replaces a complete one.
+/// A kind the API refuses for good (403, 404) is left out; any other failure abandons the
+/// snapshot (no final chunk), so an incomplete listing never replaces a complete one.
 async fn snapshot(
     cfg: &Config,
     kube: &kube::Client,
@@ -308,6 +308,17 @@ async fn snapshot(
                 Err(e) => {
                     metrics::counter!("canopy_agent_kubernetes_errors_total", "kind" => kind.kind)
                         .increment(1);
+                    if let Some(code) = k8s::refused(&e) {
+                        // Refused for good (e.g. RBAC without secrets): the snapshot is complete
+                        // without this kind, as it will be every time.
+                        warn!(
+                            kind = kind.kind,
+                            code,
+                            error = format!("{e:#}"),
+                            "kind not inventoried: refused by the API"
+                        );
+                        break;
+                    }
                     return Err(e).with_context(|| format!("failed to list {}", kind.plural));
                 }
             };

@@ -194,3 +194,38 @@ pub async fn count(client: &kube::Client, kind: &Kind) -> anyhow::Result<u64> {
 pub fn kind_named(name: &str) -> Option<&'static Kind> {
     KINDS.iter().find(|k| k.kind == name)
 }
+
+/// The HTTP code when the API refused a kind for good — not permitted to this agent (403) or
+/// not served by this cluster (404) — rather than failing for now.
+pub fn refused(e: &anyhow::Error) -> Option<u16> {
+    match e.downcast_ref::<kube::Error>() {
+        Some(kube::Error::Api(status)) if matches!(status.code, 403 | 404) => Some(status.code),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use kube::core::Status;
+
+    use super::*;
+
+    fn api_error(code: u16) -> anyhow::Error {
+        anyhow::Error::from(kube::Error::Api(Box::new(Status {
+            code,
+            ..Status::failure("denied", "Forbidden")
+        })))
+    }
+
+    #[test]
+    fn forbidden_and_unserved_kinds_are_refusals_other_failures_are_not() {
+        assert_eq!(refused(&api_error(403)), Some(403));
+        assert_eq!(refused(&api_error(404)), Some(404));
+        assert_eq!(refused(&api_error(500)), None);
+        assert_eq!(
+            refused(&api_error(403).context("failed to list secrets")),
+            Some(403)
+        );
+        assert_eq!(refused(&anyhow::anyhow!("connection refused")), None);
+    }
+}
