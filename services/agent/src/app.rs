@@ -8,7 +8,7 @@ use anyhow::Context as _;
 use async_nats::jetstream;
 use canopy_kit::envelope;
 use canopy_kit::health::HealthServer;
-use canopy_kit::proto::event::v1::{AgentStarted, Envelope, Heartbeat, envelope::Body};
+use canopy_kit::proto::event::v1::{AgentStarted, Envelope, envelope::Body};
 use canopy_kit::streams;
 use tokio::sync::mpsc;
 use tokio::time::MissedTickBehavior;
@@ -16,15 +16,21 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 use uuid::Uuid;
 
-use crate::adapters::kube::{self as k8s, KINDS};
-use crate::adapters::publisher::publish_until_stored;
+use crate::adapters::kube::{self as k8s, KINDS, Kind};
+use crate::adapters::publisher::{Published, publish_until_stored};
 use crate::config::Config;
+use crate::domain::heartbeat::{self, Heartbeats, Observation};
 use crate::domain::{chunk::Chunker, inventory};
 
-/// Heartbeats (and the start event) waiting to be stored while the leaf is unreachable.
+/// Heartbeats (and the start event) waiting to be stored while the leaf is unreachable: at the
+/// default 10 s interval, a day of leaf outage.
 const QUEUE: usize = 10_000;
-/// How long the stop may take to store what is in flight.
+/// How long the stop may take to store what is queued or in flight.
 const DRAIN: Duration = Duration::from_secs(10);
+/// Attempts at one page of a list before the snapshot is abandoned.
+const PAGE_ATTEMPTS: u32 = 3;
+const AGENT_VERSION: &str = env!("CARGO_PKG_VERSION");
+const PRODUCER: &str = "agent";
 
 /// A connected, bound, not yet running agent.
 pub struct App {
@@ -56,6 +62,10 @@ impl App {
         })
     }
 
+    /// Where `/healthz`, `/readyz` and `/metrics` are served (the real port when 0 was asked).
+    ///
+    /// # Errors
+    /// When the listener has no local address.
     pub fn http_addr(&self) -> anyhow::Result<SocketAddr> {
         self.health.local_addr()
     }
@@ -65,7 +75,8 @@ impl App {
         &self.instance
     }
 
-    /// Runs until `shutdown`, then stores what is in flight (bounded) and stops.
+    /// Runs until `shutdown`, then stores what is queued or in flight (within [`DRAIN`]) and
+    /// stops.
     ///
     /// # Errors
     /// Never for outside failures (they are retried); only when a task panics.
@@ -81,28 +92,35 @@ impl App {
         readiness.set_ready(true);
         info!(cluster = %self.cfg.cluster_id, instance = %self.instance, %k8s_version, "agent running");
 
-        // Publishing outlives the loops by DRAIN so that what is queued gets stored.
-        let publish_stop = CancellationToken::new();
+        // Cancelled DRAIN after `shutdown`: until then, publishing goes on so that what is
+        // queued or in flight gets stored.
+        let drain = CancellationToken::new();
         let (tx, rx) = mpsc::channel::<Envelope>(QUEUE);
-        let interval_secs =
-            u32::try_from(self.cfg.heartbeat_interval.as_secs()).unwrap_or(u32::MAX);
         let started = envelope::new(
             &self.cfg.cluster_id,
-            "agent",
+            PRODUCER,
             Body::AgentStarted(AgentStarted {
                 agent_instance_id: self.instance.clone(),
-                agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+                agent_version: AGENT_VERSION.to_owned(),
                 kubernetes_version: k8s_version.clone(),
-                heartbeat_interval_seconds: interval_secs,
+                heartbeat_interval_seconds: heartbeat::interval_seconds(
+                    self.cfg.heartbeat_interval,
+                ),
             }),
         );
-        let _ = tx.send(started).await;
-        let publisher = tokio::spawn(publish_queue(self.js.clone(), rx, publish_stop.clone()));
+        // The queue is empty: the start event always fits, and goes out before any heartbeat.
+        let _ = tx.try_send(started);
+        let beats = Heartbeats::new(
+            self.instance.clone(),
+            AGENT_VERSION.to_owned(),
+            self.cfg.heartbeat_interval,
+            k8s_version,
+        );
+        let publisher = tokio::spawn(publish_queue(self.js.clone(), rx, drain.clone()));
         let heartbeats = tokio::spawn(heartbeat_loop(
             self.cfg.clone(),
             self.kube.clone(),
-            self.instance.clone(),
-            k8s_version,
+            beats,
             tx,
             shutdown.clone(),
         ));
@@ -111,24 +129,48 @@ impl App {
             self.kube.clone(),
             self.js.clone(),
             shutdown.clone(),
+            drain.clone(),
         ));
 
         shutdown.cancelled().await;
+        info!("stopping: storing what is in flight");
         readiness.set_ready(false);
-        let _ = heartbeats.await;
-        let _ = inventory.await;
-        // The heartbeat loop dropped its sender: the publisher ends once the queue is empty.
-        let mut publisher = publisher;
-        if tokio::time::timeout(DRAIN, &mut publisher).await.is_err() {
-            warn!("events still queued after {DRAIN:?}; stopping without them");
-            publish_stop.cancel();
-            let _ = publisher.await;
+        let deadline = tokio::spawn({
+            let drain = drain.clone();
+            async move {
+                tokio::time::sleep(DRAIN).await;
+                drain.cancel();
+            }
+        });
+        // The heartbeat loop drops its sender when it returns: the publisher then ends once the
+        // queue is empty, or at the deadline.
+        let joined = (heartbeats.await, inventory.await, publisher.await);
+        if drain.is_cancelled() {
+            warn!("events were still unstored after {DRAIN:?}; stopped without them");
         }
-        let _ = tokio::time::timeout(DRAIN, self.client.drain()).await;
+        deadline.abort();
+        if tokio::time::timeout(DRAIN, self.client.drain())
+            .await
+            .is_err()
+        {
+            warn!("the NATS connection did not drain within {DRAIN:?}");
+        }
         health_stop.cancel();
         let _ = health.await;
+        joined.0.context("the heartbeat task failed")?;
+        joined.1.context("the inventory task failed")?;
+        joined.2.context("the publishing task failed")?;
+        info!("stopped");
         Ok(())
     }
+}
+
+/// Builds and runs an agent until `shutdown`.
+///
+/// # Errors
+/// As [`App::build`] and [`App::run`].
+pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    App::build(cfg).await?.run(shutdown).await
 }
 
 /// Waits until Kubernetes answers and EVENTS exists; `None` when stopped first.
@@ -143,6 +185,7 @@ async fn prepare(
     })
     .await?;
     let wanted = streams::leaf_events(&cfg.cluster_id, cfg.events_max_bytes);
+    // A drifted stream is reported by `ensure` and used as it is.
     retry(shutdown, "ensure the EVENTS stream", || async {
         streams::ensure(js, &wanted)
             .await
@@ -152,14 +195,6 @@ async fn prepare(
     Some(version)
 }
 
-/// Builds and runs an agent until `shutdown`.
-///
-/// # Errors
-/// As [`App::build`] and [`App::run`].
-pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
-    App::build(cfg).await?.run(shutdown).await
-}
-
 async fn retry<T, F, Fut>(shutdown: &CancellationToken, what: &str, mut f: F) -> Option<T>
 where
     F: FnMut() -> Fut,
@@ -167,9 +202,12 @@ where
 {
     let mut backoff = Duration::from_millis(200);
     loop {
-        match f().await {
-            Ok(v) => return Some(v),
-            Err(e) => warn!(error = format!("{e:#}"), retry_in = ?backoff, "failed to {what}"),
+        tokio::select! {
+            () = shutdown.cancelled() => return None,
+            outcome = f() => match outcome {
+                Ok(v) => return Some(v),
+                Err(e) => warn!(error = format!("{e:#}"), retry_in = ?backoff, "failed to {what}"),
+            },
         }
         tokio::select! {
             () = shutdown.cancelled() => return None,
@@ -179,6 +217,8 @@ where
     }
 }
 
+// === heartbeats ===
+
 /// Stores queued events one by one, in order, each until it is acknowledged.
 async fn publish_queue(
     js: jetstream::Context,
@@ -186,85 +226,97 @@ async fn publish_queue(
     stop: CancellationToken,
 ) {
     while let Some(env) = rx.recv().await {
-        if !publish_until_stored(&js, &env, &stop).await {
-            return;
-        }
-        if matches!(env.body, Some(Body::Heartbeat(_))) {
-            metrics::counter!("canopy_agent_heartbeats_published_total").increment(1);
+        match publish_until_stored(&js, &env, &stop).await {
+            Published::Stored => {
+                if matches!(env.body, Some(Body::Heartbeat(_))) {
+                    metrics::counter!("canopy_agent_heartbeats_published_total").increment(1);
+                }
+            }
+            Published::Invalid => {}
+            Published::Stopped => {
+                warn!(events = rx.len() + 1, "stopped with events not stored");
+                return;
+            }
         }
     }
 }
 
+/// Produces a heartbeat every interval, whether or not Kubernetes or NATS answer: NATS outages
+/// are absorbed by the queue, Kubernetes outages by reporting the last known figures.
 async fn heartbeat_loop(
     cfg: Config,
     kube: kube::Client,
-    instance: String,
-    mut k8s_version: String,
+    mut beats: Heartbeats,
     tx: mpsc::Sender<Envelope>,
     shutdown: CancellationToken,
 ) {
     let mut tick = tokio::time::interval(cfg.heartbeat_interval);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let (node_kind, pod_kind) = match (k8s::kind_named("Node"), k8s::kind_named("Pod")) {
-        (Some(n), Some(p)) => (*n, *p),
-        _ => return,
-    };
-    let (mut nodes, mut pods) = (0u32, 0u32);
-    let mut sequence = 0u64;
+    // A hung API server must not hold heartbeats back for the client's own 295 s read timeout.
+    let budget = cfg
+        .heartbeat_interval
+        .clamp(Duration::from_secs(1), Duration::from_secs(10));
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        // Counts and version are refreshed when the API answers; a heartbeat goes out anyway.
-        match tokio::try_join!(
-            k8s::count(&kube, &node_kind),
-            k8s::count(&kube, &pod_kind),
-            k8s::version(&kube)
-        ) {
-            Ok((n, p, v)) => {
-                nodes = u32::try_from(n).unwrap_or(u32::MAX);
-                pods = u32::try_from(p).unwrap_or(u32::MAX);
-                k8s_version = v;
-            }
-            Err(e) => {
-                metrics::counter!("canopy_agent_kubernetes_errors_total", "kind" => "heartbeat")
-                    .increment(1);
-                warn!(
-                    error = format!("{e:#}"),
-                    "failed to count nodes and pods; reporting the last counts"
-                );
-            }
-        }
-        sequence += 1;
-        let env = envelope::new(
-            &cfg.cluster_id,
-            "agent",
-            Body::Heartbeat(Heartbeat {
-                agent_instance_id: instance.clone(),
-                sequence,
-                agent_version: env!("CARGO_PKG_VERSION").to_owned(),
-                kubernetes_version: k8s_version.clone(),
-                node_count: nodes,
-                pod_count: pods,
-                heartbeat_interval_seconds: u32::try_from(cfg.heartbeat_interval.as_secs())
-                    .unwrap_or(u32::MAX),
-            }),
-        );
+        let seen = tokio::select! {
+            () = shutdown.cancelled() => return,
+            seen = observe(&kube, budget) => seen,
+        };
+        let hb = beats.next(seen);
+        let sequence = hb.sequence;
+        let env = envelope::new(&cfg.cluster_id, PRODUCER, Body::Heartbeat(hb));
         if tx.try_send(env).is_err() {
-            // The queue holds QUEUE heartbeats: an outage longer than that loses the newest,
-            // which the sequence numbers make visible downstream.
+            // The queue holds QUEUE events: an outage longer than that loses the newest, which
+            // the sequence numbers make visible downstream.
             metrics::counter!("canopy_agent_heartbeats_dropped_total").increment(1);
             warn!(sequence, "heartbeat queue full; heartbeat dropped");
         }
     }
 }
 
+/// Kubernetes version, node and pod counts; `None` (logged, counted) when the API does not
+/// answer within `budget`.
+async fn observe(kube: &kube::Client, budget: Duration) -> Option<Observation> {
+    let (Some(nodes), Some(pods)) = (k8s::kind_named("Node"), k8s::kind_named("Pod")) else {
+        return None;
+    };
+    let calls = async {
+        tokio::try_join!(
+            k8s::version(kube),
+            k8s::count(kube, nodes),
+            k8s::count(kube, pods)
+        )
+    };
+    let failure = match tokio::time::timeout(budget, calls).await {
+        Ok(Ok((kubernetes_version, nodes, pods))) => {
+            return Some(Observation {
+                kubernetes_version,
+                nodes,
+                pods,
+            });
+        }
+        Ok(Err(e)) => format!("{e:#}"),
+        Err(_) => format!("no answer within {budget:?}"),
+    };
+    metrics::counter!("canopy_agent_kubernetes_errors_total", "kind" => "heartbeat").increment(1);
+    warn!(
+        error = failure,
+        "failed to count nodes and pods; reporting the last counts"
+    );
+    None
+}
+
+// === inventory ===
+
 async fn inventory_loop(
     cfg: Config,
     kube: kube::Client,
     js: jetstream::Context,
     shutdown: CancellationToken,
+    drain: CancellationToken,
 ) {
     let mut tick = tokio::time::interval(cfg.inventory_interval);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -273,25 +325,31 @@ async fn inventory_loop(
             () = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        match snapshot(&cfg, &kube, &js, &shutdown).await {
+        match snapshot(&cfg, &kube, &js, &shutdown, &drain).await {
             Ok(Some(total)) => info!(objects = total, "inventory snapshot published"),
-            Ok(None) => return,
+            Ok(None) => {
+                info!("inventory snapshot interrupted by the stop");
+                return;
+            }
             Err(e) => warn!(
                 error = format!("{e:#}"),
-                "inventory snapshot abandoned; the previous one stays current"
+                "inventory snapshot abandoned; the previous one stays current until the next interval"
             ),
         }
     }
 }
 
 /// Lists every kind page by page and publishes the chunks; `Ok(None)` when stopped midway.
-/// A kind the API refuses for good (403, 404) is left out; any other failure abandons the
-/// snapshot (no final chunk), so an incomplete listing never replaces a complete one.
+///
+/// A kind the API refuses for good (403, 404) is left out. A page that keeps failing otherwise
+/// abandons the snapshot (no final chunk): the read model deletes what a complete snapshot does
+/// not list, so a listing with holes must never be marked complete.
 async fn snapshot(
     cfg: &Config,
     kube: &kube::Client,
     js: &jetstream::Context,
     shutdown: &CancellationToken,
+    drain: &CancellationToken,
 ) -> anyhow::Result<Option<u64>> {
     let mut chunker = Chunker::new(
         cfg.cluster_id.clone(),
@@ -302,12 +360,14 @@ async fn snapshot(
         let api_version = kind.api_version();
         let mut pager = k8s::Pager::new(kube, kind, cfg.page_size);
         loop {
-            let page = match pager.next_page().await {
+            let page = tokio::select! {
+                () = shutdown.cancelled() => return Ok(None),
+                page = next_page(&mut pager, kind) => page,
+            };
+            let page = match page {
                 Ok(Some(page)) => page,
                 Ok(None) => break,
                 Err(e) => {
-                    metrics::counter!("canopy_agent_kubernetes_errors_total", "kind" => kind.kind)
-                        .increment(1);
                     if let Some(code) = k8s::refused(&e) {
                         // Refused for good (e.g. RBAC without secrets): the snapshot is complete
                         // without this kind, as it will be every time.
@@ -324,11 +384,16 @@ async fn snapshot(
             };
             for obj in &page {
                 let object = inventory::to_inventory_object(&api_version, kind.kind, obj);
-                if let Some(chunk) = chunker.push(object) {
-                    if !publish_until_stored(js, &chunk, shutdown).await {
-                        return Ok(None);
-                    }
-                    metrics::counter!("canopy_agent_inventory_chunks_total").increment(1);
+                if object.name.is_empty() {
+                    metrics::counter!("canopy_agent_kubernetes_errors_total", "kind" => kind.kind)
+                        .increment(1);
+                    warn!(kind = kind.kind, "listed object without a name; left out");
+                    continue;
+                }
+                if let Some(chunk) = chunker.push(object)
+                    && (!publish_chunk(js, &chunk, drain).await? || shutdown.is_cancelled())
+                {
+                    return Ok(None);
                 }
             }
         }
@@ -340,10 +405,52 @@ async fn snapshot(
             "objects too large for one chunk were sent without attributes"
         );
     }
-    if !publish_until_stored(js, &chunker.finish(), shutdown).await {
+    if !publish_chunk(js, &chunker.finish(), drain).await? {
         return Ok(None);
     }
-    metrics::counter!("canopy_agent_inventory_chunks_total").increment(1);
     metrics::counter!("canopy_agent_inventory_objects_total").increment(total);
+    metrics::counter!("canopy_agent_inventory_snapshots_total").increment(1);
     Ok(Some(total))
+}
+
+/// The next page of `kind`, trying a failing page again (same continue token) a few times
+/// before giving up on it.
+async fn next_page(
+    pager: &mut k8s::Pager,
+    kind: &Kind,
+) -> anyhow::Result<Option<Vec<serde_json::Value>>> {
+    let mut backoff = Duration::from_millis(250);
+    let mut attempt = 1;
+    loop {
+        match pager.next_page().await {
+            Ok(page) => return Ok(page),
+            Err(e) => {
+                metrics::counter!("canopy_agent_kubernetes_errors_total", "kind" => kind.kind)
+                    .increment(1);
+                if attempt >= PAGE_ATTEMPTS || !k8s::retryable(&e) {
+                    return Err(e);
+                }
+                warn!(kind = kind.kind, attempt, error = format!("{e:#}"), retry_in = ?backoff, "failed to list a page; retrying");
+            }
+        }
+        tokio::time::sleep(backoff).await;
+        backoff *= 2;
+        attempt += 1;
+    }
+}
+
+/// `Ok(false)` when stopped before the chunk was stored.
+async fn publish_chunk(
+    js: &jetstream::Context,
+    chunk: &Envelope,
+    drain: &CancellationToken,
+) -> anyhow::Result<bool> {
+    match publish_until_stored(js, chunk, drain).await {
+        Published::Stored => {
+            metrics::counter!("canopy_agent_inventory_chunks_total").increment(1);
+            Ok(true)
+        }
+        Published::Stopped => Ok(false),
+        Published::Invalid => anyhow::bail!("an inventory chunk does not validate"),
+    }
 }

@@ -19,10 +19,10 @@ pub struct Config {
     #[arg(long, env = "CANOPY_AGENT_API_URL")]
     pub api_url: Option<String>,
     /// Time between heartbeats.
-    #[arg(long, env = "CANOPY_AGENT_HEARTBEAT_INTERVAL", default_value = "10s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "CANOPY_AGENT_HEARTBEAT_INTERVAL", default_value = "10s", value_parser = positive_duration)]
     pub heartbeat_interval: Duration,
     /// Time between full inventory snapshots.
-    #[arg(long, env = "CANOPY_AGENT_INVENTORY_INTERVAL", default_value = "5m", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "CANOPY_AGENT_INVENTORY_INTERVAL", default_value = "5m", value_parser = positive_duration)]
     pub inventory_interval: Duration,
     /// Objects per Kubernetes list call.
     #[arg(long, env = "CANOPY_AGENT_PAGE_SIZE", default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=10_000))]
@@ -39,4 +39,42 @@ pub struct Config {
     pub http: HttpArgs,
     #[command(flatten)]
     pub telemetry: TelemetryArgs,
+}
+
+/// A humantime duration above zero (a zero period would make the timers spin).
+fn positive_duration(s: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(s) {
+        Ok(d) if d.is_zero() => Err("must be longer than zero".to_owned()),
+        Ok(d) => Ok(d),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::*;
+
+    #[test]
+    fn defaults_and_bounds() {
+        let cfg = Config::try_parse_from(["canopy-agent", "--cluster-id", "prod-eu"]).unwrap();
+        assert_eq!(cfg.heartbeat_interval, Duration::from_secs(10));
+        assert_eq!(cfg.inventory_interval, Duration::from_secs(300));
+        assert_eq!((cfg.page_size, cfg.max_chunk_bytes), (500, 524_288));
+        assert!(cfg.api_url.is_none());
+        for bad in [
+            &["--cluster-id", "Prod_EU"][..],
+            &["--cluster-id", "a", "--heartbeat-interval", "0s"],
+            &["--cluster-id", "a", "--inventory-interval", "0"],
+            &["--cluster-id", "a", "--page-size", "0"],
+            &["--cluster-id", "a", "--max-chunk-bytes", "2000000"],
+        ] {
+            let args = std::iter::once("canopy-agent").chain(bad.iter().copied());
+            assert!(
+                Config::try_parse_from(args).is_err(),
+                "{bad:?} was accepted"
+            );
+        }
+    }
 }

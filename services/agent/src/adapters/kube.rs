@@ -195,6 +195,15 @@ pub fn kind_named(name: &str) -> Option<&'static Kind> {
     KINDS.iter().find(|k| k.kind == name)
 }
 
+/// Whether a failed call is worth repeating soon: transport failures, timeouts, 429 and 5xx
+/// are; a refusal (403, 404) or an expired continue token (410) is not.
+pub fn retryable(e: &anyhow::Error) -> bool {
+    match e.downcast_ref::<kube::Error>() {
+        Some(kube::Error::Api(status)) => status.code == 429 || status.code >= 500,
+        _ => true,
+    }
+}
+
 /// The HTTP code when the API refused a kind for good — not permitted to this agent (403) or
 /// not served by this cluster (404) — rather than failing for now.
 pub fn refused(e: &anyhow::Error) -> Option<u16> {
@@ -227,5 +236,18 @@ mod tests {
             Some(403)
         );
         assert_eq!(refused(&anyhow::anyhow!("connection refused")), None);
+    }
+
+    #[test]
+    fn server_and_transport_failures_are_retried_refusals_and_expired_tokens_are_not() {
+        assert!(retryable(&api_error(500)));
+        assert!(retryable(&api_error(503)));
+        assert!(retryable(&api_error(429)));
+        assert!(retryable(&anyhow::anyhow!("connection refused")));
+        assert!(!retryable(&api_error(403)));
+        assert!(!retryable(&api_error(410)));
+        assert!(!retryable(
+            &api_error(404).context("failed to list networkpolicies")
+        ));
     }
 }

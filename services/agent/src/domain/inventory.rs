@@ -1,6 +1,6 @@
 //! Kubernetes object (JSON) → `InventoryObject`: metadata, a digest of the object's intent, and
 //! the attributes later audits and health checks read. Secret and ConfigMap values never leave
-//! the cluster: only their keys do.
+//! the cluster (only their keys do), nor do literal `env` values of workloads.
 
 use std::collections::HashMap;
 
@@ -55,6 +55,36 @@ fn keys_of(v: Option<&Value>) -> Value {
     Value::from(keys.into_iter().cloned().collect::<Vec<_>>())
 }
 
+/// Marks a literal environment value that was left in the cluster.
+pub const REDACTED: &str = "<redacted>";
+
+/// Replaces the literal values of containers' `env` entries (`env[*].value`) anywhere in a
+/// workload spec: they often hold passwords and tokens (the very thing the ENV-SECRET-LITERAL
+/// check flags) and must not travel to the seed. Names and `valueFrom` references stay.
+fn redact_env_values(v: &mut Value) {
+    match v {
+        Value::Object(m) => {
+            for (k, child) in m.iter_mut() {
+                if k == "env"
+                    && let Some(entries) = child.as_array_mut()
+                {
+                    for value in entries
+                        .iter_mut()
+                        .filter_map(|e| e.get_mut("value"))
+                        .filter(|v| v.as_str().is_some_and(|s| !s.is_empty()))
+                    {
+                        *value = Value::from(REDACTED);
+                    }
+                } else {
+                    redact_env_values(child);
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(redact_env_values),
+        _ => {}
+    }
+}
+
 /// What audits and health checks need of an object, as compact JSON strings by field.
 pub fn attributes(kind: &str, obj: &Value) -> HashMap<String, String> {
     let mut out = HashMap::new();
@@ -94,7 +124,13 @@ pub fn attributes(kind: &str, obj: &Value) -> HashMap<String, String> {
             put("imagePullSecrets", obj.get("imagePullSecrets"));
         }
         "Namespace" => {}
-        _ => put("spec", obj.get("spec")),
+        _ => {
+            if let Some(spec) = obj.get("spec").filter(|v| !v.is_null()) {
+                let mut spec = spec.clone();
+                redact_env_values(&mut spec);
+                out.insert("spec".into(), compact(&spec));
+            }
+        }
     }
     if let Some(status) = obj.get("status").and_then(Value::as_object) {
         let kept: Map<String, Value> = status_fields(kind)
@@ -226,6 +262,33 @@ mod tests {
         let o = to_inventory_object("v1", "ConfigMap", &cm);
         assert!(!format!("{:?}", o.attributes).contains("hunter2"));
         assert_eq!(o.attributes["keys"], r#"["token"]"#);
+    }
+
+    #[test]
+    fn literal_env_values_of_workloads_are_redacted_names_and_references_kept() {
+        let deploy = json!({"kind": "Deployment", "metadata": {"name": "api"},
+            "spec": {"template": {"spec": {
+                "initContainers": [{"name": "migrate", "env": [{"name": "DB_PASSWORD", "value": "hunter2"}]}],
+                "containers": [{"name": "api", "image": "api:1", "env": [
+                    {"name": "API_TOKEN", "value": "s3cr3t"},
+                    {"name": "EMPTY", "value": ""},
+                    {"name": "FROM_SECRET", "valueFrom": {"secretKeyRef": {"name": "db", "key": "pw"}}}]}]}}}});
+        let o = to_inventory_object("apps/v1", "Deployment", &deploy);
+        let spec = &o.attributes["spec"];
+        assert!(
+            !spec.contains("hunter2") && !spec.contains("s3cr3t"),
+            "{spec}"
+        );
+        let spec: Value = serde_json::from_str(spec).unwrap();
+        let env = &spec["template"]["spec"]["containers"][0]["env"];
+        assert_eq!(env[0], json!({"name": "API_TOKEN", "value": REDACTED}));
+        assert_eq!(env[1]["value"], "");
+        assert_eq!(env[2]["valueFrom"]["secretKeyRef"]["key"], "pw");
+        assert_eq!(spec["template"]["spec"]["containers"][0]["image"], "api:1");
+        // The digest still sees the real object: a changed value changes it.
+        let mut changed = deploy.clone();
+        changed["spec"]["template"]["spec"]["containers"][0]["env"][0]["value"] = json!("other");
+        assert_ne!(o.digest, digest(&changed));
     }
 
     #[test]

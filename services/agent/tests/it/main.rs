@@ -2,3 +2,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // shared test helpers
 
 mod agent;
+mod faulty_kube;
+mod resilience;
+mod support;
