@@ -5,7 +5,7 @@
 pub mod service;
 pub mod stack;
 
-pub use service::{Service, bin_dir, binary, http_get};
+pub use service::{Service, bin_dir, binary};
 pub use stack::{DATABASE, Leaf, LeafSpec, Stack, StackOptions, start_leaf_nats, start_seed_nats};
 
 use canopy_proto::api::v1::fleet_service_client::FleetServiceClient;

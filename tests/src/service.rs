@@ -7,8 +7,6 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 use tokio::time::Instant;
 
@@ -167,7 +165,8 @@ impl Service {
                     self.log_tail(40)
                 );
             }
-            match http_get(self.http_addr, "/readyz").await {
+            match canopy_testkit::http::get(self.http_addr, "/readyz", Duration::from_secs(3)).await
+            {
                 Ok((200, _)) => return Ok(()),
                 Ok((code, body)) => last = format!("HTTP {code}: {}", body.trim()),
                 Err(e) => last = format!("{e:#}"),
@@ -257,36 +256,4 @@ impl Service {
             all[all.len().saturating_sub(lines)..].join("\n")
         )
     }
-}
-
-/// A plain HTTP/1.1 GET on loopback: status code and body.
-///
-/// # Errors
-/// When the connection or the read fails or times out.
-pub async fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<(u16, String)> {
-    let fut = async {
-        let mut stream = TcpStream::connect(addr).await?;
-        stream
-            .write_all(
-                format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")
-                    .as_bytes(),
-            )
-            .await?;
-        let mut buf = Vec::new();
-        stream.read_to_end(&mut buf).await?;
-        anyhow::Ok(String::from_utf8_lossy(&buf).into_owned())
-    };
-    let text = tokio::time::timeout(Duration::from_secs(3), fut)
-        .await
-        .with_context(|| format!("GET http://{addr}{path} timed out"))??;
-    let code = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .with_context(|| format!("GET http://{addr}{path}: not an HTTP answer"))?;
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    Ok((code, body))
 }

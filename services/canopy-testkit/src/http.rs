@@ -8,11 +8,7 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 
 /// Status code and body of `GET path` on `addr`, within `timeout`.
-pub(crate) async fn get(
-    addr: SocketAddr,
-    path: &str,
-    timeout: Duration,
-) -> anyhow::Result<(u16, String)> {
+pub async fn get(addr: SocketAddr, path: &str, timeout: Duration) -> anyhow::Result<(u16, String)> {
     tokio::time::timeout(timeout, get_inner(addr, path))
         .await
         .with_context(|| format!("GET http://{addr}{path} took longer than {timeout:?}"))?

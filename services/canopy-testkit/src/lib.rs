@@ -11,7 +11,7 @@ pub mod fixture;
 pub mod nats;
 pub mod postgres;
 
-mod http;
+pub mod http;
 mod proc;
 
 use std::collections::BTreeSet;
