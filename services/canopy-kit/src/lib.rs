@@ -5,6 +5,7 @@ pub mod config;
 pub mod consumer;
 pub mod envelope;
 pub mod health;
+pub mod labels;
 pub mod nats;
 pub mod publish;
 pub mod service;

@@ -21,6 +21,7 @@ pub const COMMANDS: &str = "COMMANDS";
 pub const CONTROL: &str = "CONTROL";
 pub const AUDIT_TRAIL: &str = "AUDIT_TRAIL";
 pub const DEAD_LETTER: &str = "DEAD_LETTER";
+pub const POLICIES: &str = "POLICIES";
 
 /// JetStream domain of the seed's hub server.
 pub const SEED_DOMAIN: &str = "seed";
@@ -74,6 +75,44 @@ pub fn leaf_commands(cluster: &ClusterId, seed_domain: &str) -> Config {
             Vec::new(),
             DAY,
             "Commands for this cluster, sourced from the seed",
+        )
+    }
+}
+
+/// The leaf's `POLICIES`: sources the seed's `POLICIES`, filtered to this cluster; keeps the
+/// newest effective policy, with no age limit, so an agent that starts cut off from the seed
+/// still applies the last policy it was given.
+pub fn leaf_policies(cluster: &ClusterId, seed_domain: &str) -> Config {
+    Config {
+        sources: Some(vec![Source {
+            name: POLICIES.to_owned(),
+            filter_subject: Some(subject::cluster_policies(cluster)),
+            external: Some(External {
+                api_prefix: format!("$JS.{seed_domain}.API"),
+                delivery_prefix: None,
+            }),
+            ..Default::default()
+        }]),
+        max_messages_per_subject: 1,
+        ..base(
+            POLICIES,
+            Vec::new(),
+            Duration::ZERO,
+            "This cluster's effective audit policy, sourced from the seed",
+        )
+    }
+}
+
+/// The seed's `POLICIES`: the newest effective policy of every cluster
+/// (`canopy.pol.<cluster>.effective`), published by cnc.
+pub fn policies() -> Config {
+    Config {
+        max_messages_per_subject: 1,
+        ..base(
+            POLICIES,
+            vec![format!("{}.>", subject::POLICY_PREFIX)],
+            Duration::ZERO,
+            "Effective audit policy per cluster: canopy.pol.<cluster>.effective",
         )
     }
 }
@@ -159,6 +198,7 @@ pub fn seed_streams() -> Vec<Config> {
         control(),
         audit_trail(),
         dead_letter(),
+        policies(),
     ]
 }
 
@@ -271,6 +311,11 @@ pub fn drift(wanted: &Config, actual: &Config) -> Vec<String> {
         "deny_purge",
         wanted.deny_purge.to_string(),
         actual.deny_purge.to_string(),
+    );
+    cmp(
+        "max_messages_per_subject",
+        wanted.max_messages_per_subject.to_string(),
+        actual.max_messages_per_subject.to_string(),
     );
     cmp(
         "allow_rollup",

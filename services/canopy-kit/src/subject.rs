@@ -14,6 +14,8 @@ pub const EVENT_PREFIX: &str = "canopy.evt";
 pub const COMMAND_PREFIX: &str = "canopy.cmd";
 /// Prefix of control-plane subjects: `canopy.ctl.<area>.<event>`.
 pub const CONTROL_PREFIX: &str = "canopy.ctl";
+/// Prefix of effective-policy subjects: `canopy.pol.<cluster>.effective`.
+pub const POLICY_PREFIX: &str = "canopy.pol";
 /// Prefix of audit-trail subjects: `canopy.audit.<area>.<event>`.
 pub const AUDIT_PREFIX: &str = "canopy.audit";
 /// Prefix of dead-letter subjects: `canopy.dlq.<service>.<reason>`.
@@ -140,6 +142,36 @@ pub fn event_filter(
             Ok(format!("{EVENT_PREFIX}.{cluster}.{area}.{name}"))
         }
     }
+}
+
+/// `canopy.ctl.<area>.<event>`.
+pub fn control(area: &str, event: &str) -> Result<String, SubjectError> {
+    check_token("control area", area)?;
+    check_token("control event", event)?;
+    Ok(format!("{CONTROL_PREFIX}.{area}.{event}"))
+}
+
+/// `canopy.audit.<area>.<event>`.
+pub fn audit(area: &str, event: &str) -> Result<String, SubjectError> {
+    check_token("audit area", area)?;
+    check_token("audit event", event)?;
+    Ok(format!("{AUDIT_PREFIX}.{area}.{event}"))
+}
+
+/// `canopy.cmd.<cluster>.<kind>`.
+pub fn command(cluster: &ClusterId, kind: &str) -> Result<String, SubjectError> {
+    check_token("command kind", kind)?;
+    Ok(format!("{COMMAND_PREFIX}.{cluster}.{kind}"))
+}
+
+/// `canopy.pol.<cluster>.effective`: the effective policy of one cluster.
+pub fn policy(cluster: &ClusterId) -> String {
+    format!("{POLICY_PREFIX}.{cluster}.effective")
+}
+
+/// `canopy.pol.<cluster>.>`: what a cluster's POLICIES sources.
+pub fn cluster_policies(cluster: &ClusterId) -> String {
+    format!("{POLICY_PREFIX}.{cluster}.>")
 }
 
 /// `canopy.cmd.<cluster>.>`: the commands one cluster receives.
