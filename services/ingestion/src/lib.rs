@@ -6,7 +6,7 @@ pub mod config;
 pub mod domain;
 
 pub use adapters::postgres::READ_MODELS;
-pub use app::{App, rebuild, run};
+pub use app::{App, SOURCES, Source, rebuild, run};
 
 /// Applies the read-model schema (idempotent).
 pub async fn migrate(pool: &sqlx::PgPool) -> anyhow::Result<()> {

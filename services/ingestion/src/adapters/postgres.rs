@@ -9,7 +9,7 @@ use tracing::warn;
 
 use crate::domain::{self, AgentRow, InventoryOp, InventoryRow, Plan};
 
-/// The read-model tables, children first (for truncation on rebuild).
+/// Every read-model table, children first: `rebuild` empties them all (add new tables here).
 pub const READ_MODELS: &[&str] = &[
     "inventory",
     "inventory_snapshots",
@@ -67,6 +67,7 @@ pub async fn save_checkpoint(
 /// Applies a plan inside `tx`.
 pub async fn apply(tx: &mut Transaction<'_, Postgres>, plan: Plan) -> anyhow::Result<()> {
     upsert_clusters(tx, &plan).await?;
+    set_labels(tx, &plan.labels).await?;
     apply_agents(tx, plan.agent_events).await?;
     apply_inventory(tx, plan.inventory).await
 }
@@ -100,6 +101,31 @@ async fn upsert_clusters(tx: &mut Transaction<'_, Postgres>, plan: &Plan) -> any
     .execute(&mut **tx)
     .await
     .context("failed to upsert clusters")?;
+    Ok(())
+}
+
+async fn set_labels(
+    tx: &mut Transaction<'_, Postgres>,
+    labels: &BTreeMap<String, BTreeMap<String, String>>,
+) -> anyhow::Result<()> {
+    if labels.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<&String> = labels.keys().collect();
+    let values = labels
+        .values()
+        .map(serde_json::to_value)
+        .collect::<Result<Vec<_>, _>>()
+        .context("failed to encode cluster labels")?;
+    sqlx::query(
+        "UPDATE clusters c SET labels = l.labels
+         FROM UNNEST($1::text[], $2::jsonb[]) AS l(id, labels) WHERE c.id = l.id",
+    )
+    .bind(&ids)
+    .bind(&values)
+    .execute(&mut **tx)
+    .await
+    .context("failed to set cluster labels")?;
     Ok(())
 }
 
@@ -420,11 +446,13 @@ async fn complete_snapshot(
     Ok(())
 }
 
-/// Empties every read model (for `rebuild`).
+/// Empties every read model of [`READ_MODELS`] (for `rebuild`).
 pub async fn truncate_all(pool: &PgPool) -> anyhow::Result<()> {
-    sqlx::query(
-        "TRUNCATE inventory, inventory_snapshots, agents, clusters, projection_checkpoints",
-    )
+    // The table names are the constants of READ_MODELS, never input.
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "TRUNCATE {}",
+        READ_MODELS.join(", ")
+    )))
     .execute(pool)
     .await
     .context("failed to empty the read models")?;

@@ -9,7 +9,7 @@ use tokio::sync::watch;
 use tracing::{instrument, warn};
 
 use canopy_kit::consumer::BatchHandler;
-use canopy_kit::envelope::{self, EnvelopeError};
+use canopy_kit::envelope::{self, EnvelopeError, Plane};
 use canopy_kit::subject;
 
 use super::postgres;
@@ -19,6 +19,8 @@ pub struct Projector {
     pub pool: PgPool,
     pub js: jetstream::Context,
     pub stream: String,
+    /// The plane every event of `stream` must be on (anything else is dead-lettered).
+    pub plane: Plane,
     pub consumer: String,
     /// The last applied stream sequence, for `rebuild` progress and tests.
     pub progress: watch::Sender<u64>,
@@ -44,7 +46,9 @@ impl BatchHandler for Projector {
                 .map_err(|e| anyhow::anyhow!("message without JetStream metadata: {e}"))?
                 .stream_sequence;
             max_seq = max_seq.max(seq);
-            match envelope::decode(&m.subject, &m.payload).and_then(|env| to_event(seq, env)) {
+            match envelope::decode_on(self.plane, &m.subject, &m.payload)
+                .and_then(|env| to_event(seq, env))
+            {
                 Ok(e) => events.push(e),
                 Err(error) => rejected.push(Rejected {
                     seq,

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 
+use canopy_kit::envelope::{Plane, route};
 use canopy_kit::proto::event::v1::{
     AgentStarted, Heartbeat, InventoryObject, InventorySnapshot, envelope::Body,
 };
@@ -70,6 +71,8 @@ pub struct Plan {
     /// Agent events per cluster, in stream order; folded with `evolve_agent` over the stored row.
     pub agent_events: BTreeMap<String, Vec<(DateTime<Utc>, AgentEvent)>>,
     pub inventory: Vec<InventoryOp>,
+    /// The labels of each cluster's newest AgentStarted in the batch.
+    pub labels: BTreeMap<String, BTreeMap<String, String>>,
     pub last_seq: u64,
 }
 
@@ -84,34 +87,52 @@ pub fn plan(events: Vec<Event>) -> Plan {
     let mut plan = Plan::default();
     for e in events {
         plan.last_seq = plan.last_seq.max(e.seq);
-        plan.clusters
-            .entry(e.cluster_id.clone())
-            .and_modify(|c| {
-                c.first_seen_at = c.first_seen_at.min(e.occurred_at);
-                c.last_event_at = c.last_event_at.max(e.occurred_at);
-                c.last_event_seq = c.last_event_seq.max(e.seq);
-            })
-            .or_insert_with(|| ClusterTouch {
-                id: e.cluster_id.clone(),
-                first_seen_at: e.occurred_at,
-                last_event_at: e.occurred_at,
-                last_event_seq: e.seq,
-            });
+        // Only what a cluster reports (FLEET_EVENTS) makes it known and moves its position;
+        // control events about it come from another stream with other sequences.
+        if route(&e.body).plane == Plane::Evt {
+            touch_cluster(&mut plan, &e);
+        }
         match e.body {
-            Body::AgentStarted(s) => plan
-                .agent_events
-                .entry(e.cluster_id)
-                .or_default()
-                .push((e.occurred_at, AgentEvent::Started(s))),
+            Body::AgentStarted(s) => {
+                plan.labels.insert(
+                    e.cluster_id.clone(),
+                    s.labels
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect(),
+                );
+                plan.agent_events
+                    .entry(e.cluster_id)
+                    .or_default()
+                    .push((e.occurred_at, AgentEvent::Started(s)));
+            }
             Body::Heartbeat(h) => plan
                 .agent_events
                 .entry(e.cluster_id)
                 .or_default()
                 .push((e.occurred_at, AgentEvent::Heartbeat(h))),
             Body::InventorySnapshot(s) => plan_snapshot(&mut plan, e.cluster_id, e.occurred_at, s),
+            // Events no read model projects (yet): applied as no-ops, checkpoint moves on.
+            _ => {}
         }
     }
     plan
+}
+
+fn touch_cluster(plan: &mut Plan, e: &Event) {
+    plan.clusters
+        .entry(e.cluster_id.clone())
+        .and_modify(|c| {
+            c.first_seen_at = c.first_seen_at.min(e.occurred_at);
+            c.last_event_at = c.last_event_at.max(e.occurred_at);
+            c.last_event_seq = c.last_event_seq.max(e.seq);
+        })
+        .or_insert_with(|| ClusterTouch {
+            id: e.cluster_id.clone(),
+            first_seen_at: e.occurred_at,
+            last_event_at: e.occurred_at,
+            last_event_seq: e.seq,
+        });
 }
 
 fn plan_snapshot(plan: &mut Plan, cluster_id: String, at: DateTime<Utc>, s: InventorySnapshot) {
@@ -227,6 +248,7 @@ mod tests {
             agent_version: "0.1.0".into(),
             kubernetes_version: "v1.34.1".into(),
             heartbeat_interval_seconds: 10,
+            ..Default::default()
         })
     }
 

@@ -151,6 +151,7 @@ pub fn started(c: &str, instance: &str) -> Envelope {
             agent_version: "0.1.0".into(),
             kubernetes_version: "v1.34.1".into(),
             heartbeat_interval_seconds: 10,
+            ..Default::default()
         }),
     )
 }
