@@ -34,6 +34,7 @@ pub async fn list_clusters(
             .list_clusters(ListClustersRequest {
                 page_size: 100,
                 page_token: page_token.clone(),
+                ..Default::default()
             })
             .await?
             .into_inner();

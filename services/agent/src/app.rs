@@ -8,7 +8,7 @@ use anyhow::Context as _;
 use async_nats::jetstream;
 use canopy_kit::envelope;
 use canopy_kit::health::HealthServer;
-use canopy_kit::proto::event::v1::{AgentStarted, Envelope, envelope::Body};
+use canopy_kit::proto::event::v1::{AgentStarted, Envelope, InventoryResult, envelope::Body};
 use canopy_kit::streams;
 use tokio::sync::mpsc;
 use tokio::time::MissedTickBehavior;
@@ -21,6 +21,7 @@ use crate::adapters::publisher::{Published, publish_until_stored};
 use crate::config::Config;
 use crate::domain::heartbeat::{self, Heartbeats, Observation};
 use crate::domain::{chunk::Chunker, inventory};
+use crate::requests::{self, Inbox, Requesters};
 
 /// Heartbeats (and the start event) waiting to be stored while the leaf is unreachable: at the
 /// default 10 s interval, a day of leaf outage.
@@ -106,6 +107,7 @@ impl App {
                 heartbeat_interval_seconds: heartbeat::interval_seconds(
                     self.cfg.heartbeat_interval,
                 ),
+                labels: self.cfg.labels.iter().cloned().collect(),
             }),
         );
         // The queue is empty: the start event always fits, and goes out before any heartbeat.
@@ -124,10 +126,18 @@ impl App {
             tx,
             shutdown.clone(),
         ));
+        let (inventory_requests, inventory_inbox) = requests::channel();
+        // No audit loop takes requests yet: asking for an audit fails with a clear error.
+        let (audit_requests, _) = requests::channel();
+        let _requesters = Requesters {
+            audit: audit_requests,
+            inventory: inventory_requests,
+        };
         let inventory = tokio::spawn(inventory_loop(
             self.cfg.clone(),
             self.kube.clone(),
             self.js.clone(),
+            inventory_inbox,
             shutdown.clone(),
             drain.clone(),
         ));
@@ -311,30 +321,48 @@ async fn observe(kube: &kube::Client, budget: Duration) -> Option<Observation> {
 
 // === inventory ===
 
+/// A snapshot every `--inventory-interval`, and one on each request (a RefreshInventory
+/// command); a request restarts the interval.
 async fn inventory_loop(
     cfg: Config,
     kube: kube::Client,
     js: jetstream::Context,
+    mut requests: Inbox<InventoryResult>,
     shutdown: CancellationToken,
     drain: CancellationToken,
 ) {
     let mut tick = tokio::time::interval(cfg.inventory_interval);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
-        tokio::select! {
+        let request = tokio::select! {
             () = shutdown.cancelled() => return,
-            _ = tick.tick() => {}
-        }
-        match snapshot(&cfg, &kube, &js, &shutdown, &drain).await {
-            Ok(Some(total)) => info!(objects = total, "inventory snapshot published"),
-            Ok(None) => {
-                info!("inventory snapshot interrupted by the stop");
-                return;
+            _ = tick.tick() => None,
+            Some(request) = requests.recv() => {
+                tick.reset();
+                Some(request)
             }
-            Err(e) => warn!(
-                error = format!("{e:#}"),
-                "inventory snapshot abandoned; the previous one stays current until the next interval"
-            ),
+        };
+        let outcome = snapshot(&cfg, &kube, &js, &shutdown, &drain).await;
+        let answer = match &outcome {
+            Ok(Some(done)) => {
+                info!(objects = done.objects, "inventory snapshot published");
+                Ok(done.clone())
+            }
+            Ok(None) => Err("the agent stopped before the snapshot was complete".to_owned()),
+            Err(e) => {
+                warn!(
+                    error = format!("{e:#}"),
+                    "inventory snapshot abandoned; the previous one stays current until the next one"
+                );
+                Err(format!("{e:#}"))
+            }
+        };
+        if let Some(request) = request {
+            let _ = request.reply.send(answer);
+        }
+        if matches!(outcome, Ok(None)) {
+            info!("inventory snapshot interrupted by the stop");
+            return;
         }
     }
 }
@@ -350,10 +378,11 @@ async fn snapshot(
     js: &jetstream::Context,
     shutdown: &CancellationToken,
     drain: &CancellationToken,
-) -> anyhow::Result<Option<u64>> {
+) -> anyhow::Result<Option<InventoryResult>> {
+    let snapshot_id = Uuid::now_v7().to_string();
     let mut chunker = Chunker::new(
         cfg.cluster_id.clone(),
-        Uuid::now_v7().to_string(),
+        snapshot_id.clone(),
         cfg.max_chunk_bytes as usize,
     );
     for kind in KINDS {
@@ -410,7 +439,10 @@ async fn snapshot(
     }
     metrics::counter!("canopy_agent_inventory_objects_total").increment(total);
     metrics::counter!("canopy_agent_inventory_snapshots_total").increment(1);
-    Ok(Some(total))
+    Ok(Some(InventoryResult {
+        snapshot_id,
+        objects: total,
+    }))
 }
 
 /// The next page of `kind`, trying a failing page again (same continue token) a few times

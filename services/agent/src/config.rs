@@ -15,6 +15,10 @@ pub struct Config {
     /// This cluster's id (a DNS label); also its leaf's JetStream domain.
     #[arg(long, env = "CANOPY_AGENT_CLUSTER_ID")]
     pub cluster_id: ClusterId,
+    /// Labels of this cluster, `key=value` (repeatable or comma-separated): command selectors,
+    /// derogation scopes and user scopes match on them.
+    #[arg(long = "label", env = "CANOPY_AGENT_LABELS", value_delimiter = ',', value_parser = parse_label)]
+    pub labels: Vec<(String, String)>,
     /// Kubernetes API URL (plain http allowed); default: in-cluster config, else kubeconfig.
     #[arg(long, env = "CANOPY_AGENT_API_URL")]
     pub api_url: Option<String>,
@@ -41,6 +45,11 @@ pub struct Config {
     pub telemetry: TelemetryArgs,
 }
 
+/// `key=value`, validated by [`canopy_kit::labels::parse`].
+fn parse_label(s: &str) -> Result<(String, String), String> {
+    canopy_kit::labels::parse(s).map_err(|e| e.to_string())
+}
+
 /// A humantime duration above zero (a zero period would make the timers spin).
 fn positive_duration(s: &str) -> Result<Duration, String> {
     match humantime::parse_duration(s) {
@@ -63,12 +72,28 @@ mod tests {
         assert_eq!(cfg.inventory_interval, Duration::from_secs(300));
         assert_eq!((cfg.page_size, cfg.max_chunk_bytes), (500, 524_288));
         assert!(cfg.api_url.is_none());
+        assert!(cfg.labels.is_empty());
+        let labelled = Config::try_parse_from([
+            "canopy-agent",
+            "--cluster-id",
+            "a",
+            "--label",
+            "env=prod,region=eu",
+            "--label",
+            "team=core",
+        ])
+        .unwrap();
+        assert_eq!(labelled.labels.len(), 3);
+        assert_eq!(labelled.labels[0], ("env".to_owned(), "prod".to_owned()));
         for bad in [
             &["--cluster-id", "Prod_EU"][..],
             &["--cluster-id", "a", "--heartbeat-interval", "0s"],
             &["--cluster-id", "a", "--inventory-interval", "0"],
             &["--cluster-id", "a", "--page-size", "0"],
             &["--cluster-id", "a", "--max-chunk-bytes", "2000000"],
+            &["--cluster-id", "a", "--label", "env"],
+            &["--cluster-id", "a", "--label", "env=a b"],
+            &["--cluster-id", "a", "--label", "=x"],
         ] {
             let args = std::iter::once("canopy-agent").chain(bad.iter().copied());
             assert!(

@@ -6,6 +6,7 @@ mod adapters;
 mod app;
 pub mod config;
 pub mod domain;
+pub mod requests;
 
 pub use app::{App, run};
 

@@ -64,6 +64,21 @@ pub struct ListClustersArgs {
     /// Clusters fetched per request (every page is fetched).
     #[arg(long, default_value_t = 500)]
     pub page_size: u32,
+    /// Only clusters with these labels, `key=value` (repeatable or comma-separated).
+    #[arg(long, short = 'l', value_name = "KEY=VALUE", value_delimiter = ',', value_parser = parse_label)]
+    pub selector: Vec<(String, String)>,
+}
+
+/// `key=value`: a cluster label.
+pub fn parse_label(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?} is not key=value"))?;
+    let (k, v) = (k.trim(), v.trim());
+    if k.is_empty() {
+        return Err(format!("{s:?} has an empty key"));
+    }
+    Ok((k.to_owned(), v.to_owned()))
 }
 
 #[derive(Debug, Args)]

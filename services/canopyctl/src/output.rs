@@ -202,8 +202,19 @@ pub fn cluster_details(c: &Cluster, now: DateTime<Utc>) -> String {
         0 => String::new(),
         s => format!(", every {s}s"),
     };
+    let labels: BTreeMap<&String, &String> = c.labels.iter().collect();
+    let labels = if labels.is_empty() {
+        "-".to_owned()
+    } else {
+        labels
+            .into_iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
     let mut out = key_values(&[
         ("ID", c.id.clone()),
+        ("Labels", labels),
         ("First seen", when(c.first_seen_at.as_ref())),
         ("Agent", agent),
         ("Agent started", when(c.agent_started_at.as_ref())),
@@ -252,6 +263,7 @@ pub fn cluster_details(c: &Cluster, now: DateTime<Utc>) -> String {
 #[derive(Debug, Serialize)]
 pub struct ClusterJson {
     pub id: String,
+    pub labels: BTreeMap<String, String>,
     pub first_seen_at: Option<String>,
     pub agent_instance_id: String,
     pub agent_version: String,
@@ -275,6 +287,7 @@ impl ClusterJson {
     pub fn new(c: &Cluster, with_kinds: bool) -> Self {
         Self {
             id: c.id.clone(),
+            labels: c.labels.clone().into_iter().collect(),
             first_seen_at: rfc3339(c.first_seen_at.as_ref()),
             agent_instance_id: c.agent_instance_id.clone(),
             agent_version: c.agent_version.clone(),
@@ -345,6 +358,7 @@ pub fn summary(e: &WatchEvent) -> String {
             }
             text
         }
+        _ => e.r#type.clone(),
     }
 }
 
@@ -397,6 +411,11 @@ pub enum BodyJson {
     AgentStarted(AgentStartedJson),
     Heartbeat(HeartbeatJson),
     InventorySnapshot(InventorySnapshotJson),
+    /// Any other event: its body's message name and its fields as Rust's debug format shows them.
+    Other {
+        event: String,
+        fields: String,
+    },
 }
 
 #[derive(Debug, Serialize)]
@@ -505,6 +524,13 @@ impl From<&Body> for BodyJson {
             Body::AgentStarted(s) => Self::AgentStarted(s.into()),
             Body::Heartbeat(h) => Self::Heartbeat(h.into()),
             Body::InventorySnapshot(s) => Self::InventorySnapshot(s.into()),
+            other => {
+                let fields = format!("{other:?}");
+                Self::Other {
+                    event: fields.split('(').next().unwrap_or_default().to_owned(),
+                    fields,
+                }
+            }
         }
     }
 }

@@ -244,6 +244,7 @@ async fn run_leaf(
         .as_ref()
         .context("--cluster-id is required with --role leaf")?;
     streams::ensure(js, &streams::leaf_commands(cluster, &cfg.seed_domain)).await?;
+    streams::ensure(js, &streams::leaf_policies(cluster, &cfg.seed_domain)).await?;
     readiness.set_ready(true);
     shutdown.cancelled().await;
     Ok(())

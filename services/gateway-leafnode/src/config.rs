@@ -9,7 +9,7 @@ use canopy_kit::subject::ClusterId;
 pub enum Role {
     /// Seed side: sources each approved leaf's EVENTS into FLEET_EVENTS and watches the links.
     Seed,
-    /// Leaf side: sets up the leaf's COMMANDS stream, sourced from the seed.
+    /// Leaf side: sets up the leaf's COMMANDS and POLICIES streams, sourced from the seed.
     Leaf,
 }
 

@@ -35,7 +35,8 @@ impl<R: ReadModel> FleetService for FleetApi<R> {
         request: Request<ListClustersRequest>,
     ) -> Result<Response<ListClustersResponse>, Status> {
         let r = request.into_inner();
-        let page_request = PageRequest::new(r.page_size, &r.page_token)?;
+        let page_request =
+            PageRequest::new(r.page_size, &r.page_token)?.with_labels(r.match_labels)?;
         let rows = self.read_model.list_clusters(&page_request).await?;
         let page = domain::page(rows, page_request.size);
         Ok(Response::new(ListClustersResponse {
@@ -180,6 +181,11 @@ mod tests {
             first_seen_at: DateTime::<Utc>::UNIX_EPOCH,
             agent: None,
             inventory: None,
+            labels: [(
+                "env".to_owned(),
+                if *id < "c" { "prod" } else { "dev" }.to_owned(),
+            )]
+            .into(),
         });
         FleetApi::new(MemoryReadModel::new(clusters))
     }
@@ -195,6 +201,7 @@ mod tests {
                 .list_clusters(Request::new(ListClustersRequest {
                     page_size: 2,
                     page_token: token.clone(),
+                    ..Default::default()
                 }))
                 .await
                 .unwrap()
@@ -212,10 +219,34 @@ mod tests {
             .list_clusters(Request::new(ListClustersRequest {
                 page_size: 2,
                 page_token: "nonsense".into(),
+                ..Default::default()
             }))
             .await
             .unwrap_err();
         assert_eq!(bad.code(), Code::InvalidArgument);
+    }
+
+    #[tokio::test]
+    async fn list_filters_on_labels_and_rejects_bad_selectors() {
+        let api = fleet(&["c", "a", "e", "b", "d"]);
+        let list = |labels: &[(&str, &str)]| {
+            api.list_clusters(Request::new(ListClustersRequest {
+                match_labels: labels
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                    .collect(),
+                ..Default::default()
+            }))
+        };
+        let ids = |r: Response<ListClustersResponse>| -> Vec<String> {
+            r.into_inner().clusters.into_iter().map(|c| c.id).collect()
+        };
+        assert_eq!(ids(list(&[("env", "prod")]).await.unwrap()), ["a", "b"]);
+        assert_eq!(ids(list(&[("env", "dev")]).await.unwrap()), ["c", "d", "e"]);
+        assert!(ids(list(&[("env", "qa")]).await.unwrap()).is_empty());
+        let bad = list(&[("env", "prod>")]).await.unwrap_err();
+        assert_eq!(bad.code(), Code::InvalidArgument);
+        assert!(bad.message().contains("match_labels"), "{}", bad.message());
     }
 
     #[tokio::test]

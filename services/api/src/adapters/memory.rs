@@ -28,6 +28,11 @@ impl ReadModel for MemoryReadModel {
             .clusters
             .values()
             .filter(|c| after.is_none_or(|a| c.id.as_str() > a))
+            .filter(|c| {
+                page.match_labels
+                    .iter()
+                    .all(|(k, v)| c.labels.get(k) == Some(v))
+            })
             .take(usize::try_from(page.size).unwrap_or(usize::MAX) + 1)
             .cloned()
             .collect())

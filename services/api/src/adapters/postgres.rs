@@ -41,7 +41,7 @@ macro_rules! select_clusters {
                 a.agent_instance_id, a.agent_version, a.kubernetes_version, a.started_at,
                 a.heartbeat_interval_seconds, a.last_heartbeat_at, a.last_heartbeat_seq,
                 a.heartbeats_received, a.node_count, a.pod_count,
-                s.total_objects, s.completed_at AS inventory_at"
+                s.total_objects, s.completed_at AS inventory_at, c.labels"
     };
 }
 
@@ -58,6 +58,7 @@ const LIST_CLUSTERS: &str = concat!(
     ", NULL::text[] AS kinds, NULL::bigint[] AS kind_counts",
     from_clusters!(),
     " WHERE $1::text IS NULL OR c.id COLLATE \"C\" > $1::text COLLATE \"C\"
+        AND c.labels @> $3::jsonb
       ORDER BY c.id COLLATE \"C\"
       LIMIT $2"
 );
@@ -90,6 +91,7 @@ struct ClusterRow {
     inventory_at: Option<DateTime<Utc>>,
     kinds: Option<Vec<String>>,
     kind_counts: Option<Vec<i64>>,
+    labels: sqlx::types::Json<BTreeMap<String, String>>,
 }
 
 fn unsigned(v: Option<i64>) -> u64 {
@@ -131,6 +133,7 @@ impl From<ClusterRow> for Cluster {
             first_seen_at: r.first_seen_at,
             agent,
             inventory,
+            labels: r.labels.0,
         }
     }
 }
@@ -152,6 +155,7 @@ impl ReadModel for PgReadModel {
         let rows: Vec<ClusterRow> = sqlx::query_as(LIST_CLUSTERS)
             .bind(page.after.as_ref().map(ClusterId::as_str))
             .bind(i64::from(page.size) + 1)
+            .bind(sqlx::types::Json(&page.match_labels))
             .fetch_all(&self.pool)
             .await
             .map_err(|source| ReadModelError {

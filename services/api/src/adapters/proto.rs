@@ -34,6 +34,7 @@ impl From<Cluster> for pb::Cluster {
         let mut out = pb::Cluster {
             id: c.id,
             first_seen_at: Some(timestamp(c.first_seen_at)),
+            labels: c.labels.into_iter().collect(),
             ..Default::default()
         };
         if let Some(a) = c.agent {

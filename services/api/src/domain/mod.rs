@@ -47,6 +47,7 @@ pub struct Cluster {
     pub agent: Option<Agent>,
     /// The newest complete inventory snapshot.
     pub inventory: Option<Inventory>,
+    pub labels: BTreeMap<String, String>,
 }
 
 /// The current agent instance of a cluster.
@@ -90,6 +91,8 @@ pub struct PageRequest {
     pub size: u32,
     /// Clusters with ids above this one (none: from the start).
     pub after: Option<ClusterId>,
+    /// Only clusters carrying all these labels.
+    pub match_labels: BTreeMap<String, String>,
 }
 
 const TOKEN_PREFIX: &str = "clusters/v1/after/";
@@ -112,7 +115,22 @@ impl PageRequest {
                 )
             })?)
         };
-        Ok(Self { size, after })
+        Ok(Self {
+            size,
+            after,
+            match_labels: BTreeMap::new(),
+        })
+    }
+
+    /// Restricts the page to clusters carrying all `labels` (validated).
+    pub fn with_labels(
+        mut self,
+        labels: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, Error> {
+        self.match_labels = labels.into_iter().collect();
+        canopy_kit::labels::validate_all(&self.match_labels)
+            .map_err(|e| Error::invalid("match_labels", e.to_string()))?;
+        Ok(self)
     }
 }
 
@@ -231,6 +249,7 @@ mod tests {
             first_seen_at: DateTime::UNIX_EPOCH,
             agent: None,
             inventory: None,
+            labels: BTreeMap::new(),
         }
     }
 

@@ -102,6 +102,7 @@ async fn rejects_bad_requests_and_reports_unknown_clusters() -> anyhow::Result<(
         .list_clusters(ListClustersRequest {
             page_size: 10,
             page_token: "not-a-token".into(),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -132,6 +133,7 @@ async fn pages_through_clusters_in_id_order() -> anyhow::Result<()> {
             .list_clusters(ListClustersRequest {
                 page_size: 3,
                 page_token,
+                ..Default::default()
             })
             .await?
             .into_inner();
@@ -150,6 +152,7 @@ async fn pages_through_clusters_in_id_order() -> anyhow::Result<()> {
             .list_clusters(ListClustersRequest {
                 page_size,
                 page_token: String::new(),
+                ..Default::default()
             })
             .await?
             .into_inner();

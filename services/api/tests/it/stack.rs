@@ -185,6 +185,7 @@ pub fn started(cluster: &str) -> Envelope {
             agent_version: "0.1.0".into(),
             kubernetes_version: "v1.31.2".into(),
             heartbeat_interval_seconds: 10,
+            ..Default::default()
         }),
     )
 }

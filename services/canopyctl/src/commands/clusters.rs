@@ -22,6 +22,7 @@ pub async fn run(ctx: &Context, cmd: ClustersCommand) -> Result<(), CliError> {
                     .list_clusters(ListClustersRequest {
                         page_size: args.page_size,
                         page_token,
+                        match_labels: args.selector.iter().cloned().collect(),
                     })
                     .await?
                     .into_inner();
