@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
-use canopy_testkit::{FakeKube, Fixture, NatsOpts, NatsProcess, Postgres};
+use canopy_testkit::{FakeKube, Fixture, NatsOpts, NatsProcess, Postgres, TcpProxy};
 
 use crate::service::Service;
 
@@ -61,6 +61,9 @@ impl StackOptions {
 pub struct Leaf {
     pub cluster: String,
     pub nats: NatsProcess,
+    /// The leafnode link to the seed goes through this proxy: `cut()` takes the link down with
+    /// both servers still running, `restore()` lets the leaf reconnect.
+    pub link: TcpProxy,
     pub kube: FakeKube,
     pub agent: Service,
     pub gateway: Service,
@@ -359,7 +362,8 @@ async fn start_leaf(
     opts: &StackOptions,
 ) -> anyhow::Result<Leaf> {
     let cluster = spec.cluster.as_str();
-    let nats = start_leaf_nats(dir, cluster, seed_leaf_port).await?;
+    let link = TcpProxy::start(SocketAddr::from(([127, 0, 0, 1], seed_leaf_port))).await?;
+    let nats = start_leaf_nats(dir, cluster, link.port()).await?;
     let kube = FakeKube::start(spec.fixture.clone())
         .await
         .with_context(|| format!("failed to start the fake Kubernetes API of {cluster}"))?;
@@ -393,6 +397,7 @@ async fn start_leaf(
     Ok(Leaf {
         cluster: cluster.to_owned(),
         nats,
+        link,
         kube,
         agent,
         gateway,

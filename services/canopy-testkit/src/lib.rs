@@ -10,6 +10,7 @@ pub mod fake_kube;
 pub mod fixture;
 pub mod nats;
 pub mod postgres;
+pub mod tcp_proxy;
 
 pub mod http;
 mod proc;
@@ -24,6 +25,7 @@ pub use fake_kube::{FakeKube, FakeKubeOptions, RecordedRequest};
 pub use fixture::Fixture;
 pub use nats::{NatsOpts, NatsProcess};
 pub use postgres::Postgres;
+pub use tcp_proxy::TcpProxy;
 
 /// Ports already handed out by this process: the kernel may give the same ephemeral port to two
 /// back-to-back binds once the first listener is closed, and parallel tests would then collide.
