@@ -16,10 +16,17 @@ use tracing::{info, warn};
 use canopy_kit::health::{HealthServer, Readiness};
 use canopy_kit::proto::api::v1::{
     event_service_server::{self, EventServiceServer},
+    findings_service_server::FindingsServiceServer,
     fleet_service_server::{self, FleetServiceServer},
+    policy_service_server::PolicyServiceServer,
 };
 use canopy_kit::streams;
 
+use crate::adapters::audit::{
+    PgAuditReadModel,
+    control::JetStreamControl,
+    grpc::{FindingsApi, PolicyApi},
+};
 use crate::adapters::{
     EventLog, ReadModel,
     grpc::{EventApi, FleetApi},
@@ -113,6 +120,13 @@ impl App {
                 .add_service(health_service)
                 .add_service(reflection)
                 .add_service(FleetServiceServer::new(FleetApi::new(read_model)))
+                .add_service(FindingsServiceServer::new(FindingsApi::new(
+                    PgAuditReadModel::new(self.pool.clone()),
+                )))
+                .add_service(PolicyServiceServer::new(PolicyApi::new(
+                    PgAuditReadModel::new(self.pool.clone()),
+                    JetStreamControl::new(self.js.clone()),
+                )))
                 .add_service(EventServiceServer::new(EventApi::new(
                     log,
                     shutdown.clone(),
