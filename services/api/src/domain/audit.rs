@@ -682,15 +682,16 @@ pub struct Counts {
 /// medium 2, low 1). Exempted findings do not count. Nothing open scores 100; W = N scores 50;
 /// open findings with no audited object in scope score 0.
 pub fn score(objects: u64, open: &BTreeMap<String, u64>) -> u32 {
-    let weighted: u64 = SEVERITIES
+    // u128: no overflow whatever the counts.
+    let weighted: u128 = SEVERITIES
         .iter()
-        .map(|(name, _, w)| open.get(*name).copied().unwrap_or(0).saturating_mul(*w))
+        .map(|(name, _, w)| u128::from(open.get(*name).copied().unwrap_or(0)) * u128::from(*w))
         .sum();
     if weighted == 0 {
         return 100;
     }
     let n = u128::from(objects);
-    let total = n + u128::from(weighted);
+    let total = n + weighted;
     u32::try_from((200 * n + total) / (2 * total)).unwrap_or(0)
 }
 
