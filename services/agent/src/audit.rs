@@ -146,6 +146,18 @@ impl AuditLoop {
                 Some(request) = self.requests.recv() => due = Some(Why::Command(request)),
                 Ok(()) = self.policy.changed() => due = Some(Why::Trigger(AuditTrigger::Policy)),
                 _ = tick.tick() => due = Some(Why::Trigger(AuditTrigger::Interval)),
+                // Before the watch events: a busy cluster must not starve the pending audit.
+                () = settle => {
+                    quiet_until = None;
+                    if pending.wants_full() {
+                        due = Some(Why::Trigger(AuditTrigger::Watch));
+                    } else if !pending.is_empty() {
+                        let changes = pending.take();
+                        if !self.incremental(changes, &shutdown, &drain).await {
+                            break;
+                        }
+                    }
+                }
                 Some(w) = watched.recv() => {
                     let wants = match w {
                         Watched::Change { kind, change } => pending.record(kind, change),
@@ -157,17 +169,6 @@ impl AuditLoop {
                     };
                     if wants && quiet_until.is_none() {
                         quiet_until = Some(Instant::now() + self.debounce);
-                    }
-                }
-                () = settle => {
-                    quiet_until = None;
-                    if pending.wants_full() {
-                        due = Some(Why::Trigger(AuditTrigger::Watch));
-                    } else if !pending.is_empty() {
-                        let changes = pending.take();
-                        if !self.incremental(changes, &shutdown, &drain).await {
-                            break;
-                        }
                     }
                 }
             }

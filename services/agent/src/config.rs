@@ -32,7 +32,8 @@ pub struct Config {
     /// on request, and for watched changes in between).
     #[arg(long, env = "CANOPY_AGENT_AUDIT_INTERVAL", default_value = "10m", value_parser = positive_duration)]
     pub audit_interval: Duration,
-    /// Quiet time after a watched change before the objects that changed are re-audited.
+    /// How long watched changes are collected, from the first one, before the objects that
+    /// changed are re-audited together.
     #[arg(long, env = "CANOPY_AGENT_AUDIT_DEBOUNCE", default_value = "2s", value_parser = positive_duration)]
     pub audit_debounce: Duration,
     /// Objects per Kubernetes list call.

@@ -644,8 +644,9 @@ pub struct Pending {
     changes: BTreeMap<ObjectKey, Change>,
     full: bool,
     max: usize,
-    /// What the audit read of each object last time it was seen, to ignore status updates.
-    digests: HashMap<ObjectKey, u64>,
+    /// What the audit read of each object last time it was seen (by a hash of its key), to
+    /// ignore status updates: 16 bytes per object.
+    digests: HashMap<u64, u64>,
 }
 
 impl Pending {
@@ -664,19 +665,19 @@ impl Pending {
         }
         let key = match &change {
             Change::Applied(obj) => {
-                let r = object_ref("", kind, obj);
-                let key = key_of(&r);
+                if reaction == Reaction::Incremental && controlled(kind, obj) {
+                    return false;
+                }
+                let key = key_of(&object_ref("", kind, obj));
                 let digest = audit_digest(obj);
-                if self.digests.insert(key.clone(), digest) == Some(digest)
-                    || (reaction == Reaction::Incremental && controlled(kind, obj))
-                {
+                if self.digests.insert(key_hash(&key), digest) == Some(digest) {
                     return false;
                 }
                 key
             }
             Change::Deleted(r) => {
                 let key = key_of(r);
-                self.digests.remove(&key);
+                self.digests.remove(&key_hash(&key));
                 key
             }
         };
@@ -720,11 +721,18 @@ impl Pending {
     /// Remembers what a full audit read of an object, so that a later status-only watch event
     /// is not taken for a change.
     pub fn seen(&mut self, kind: &str, obj: &Value) {
-        if reaction(kind) != Reaction::None {
+        if reaction(kind) != Reaction::None && !controlled(kind, obj) {
             let key = key_of(&object_ref("", kind, obj));
-            self.digests.insert(key, audit_digest(obj));
+            self.digests.insert(key_hash(&key), audit_digest(obj));
         }
     }
+}
+
+fn key_hash(key: &ObjectKey) -> u64 {
+    use std::hash::{Hash as _, Hasher as _};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    key.hash(&mut h);
+    h.finish()
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@ use canopy_kit::subject::ClusterId;
 use canopy_testkit::{FakeKube, Fixture, NatsProcess, eventually};
 use serde_json::json;
 
-use crate::support::{Agent, WAIT, events};
+use crate::support::{Agent, WAIT, all_events as events};
 
 /// The kinds the agent audits (and lists).
 const AUDITED: &[&str] = &[
