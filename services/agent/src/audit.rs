@@ -428,3 +428,92 @@ async fn next_page(
         attempt += 1;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use std::time::Duration;
+
+    use async_nats::jetstream;
+    use canopy_kit::proto::event::v1::{AuditScope, AuditTrigger, envelope::Body};
+    use canopy_kit::streams;
+    use canopy_kit::subject::ClusterId;
+    use canopy_testkit::{FakeKube, Fixture, NatsProcess};
+    use futures::StreamExt as _;
+    use tokio::sync::watch;
+    use tokio_util::sync::CancellationToken;
+
+    use super::AuditLoop;
+    use crate::adapters::kube as k8s;
+    use crate::domain::audit::ClusterIdentity;
+    use crate::requests;
+
+    /// What a RunAudit command gets: a full audit with its command id and trigger COMMAND, and
+    /// the audit's summary as the answer.
+    #[tokio::test]
+    async fn a_requested_audit_answers_with_its_summary_and_carries_the_command()
+    -> anyhow::Result<()> {
+        let nats = NatsProcess::standalone_in_temp().await?;
+        let kube = FakeKube::start(Fixture::load("dev-ap")?).await?;
+        let js = jetstream::new(nats.connect().await?);
+        let cluster = ClusterId::parse("dev-ap")?;
+        streams::ensure(&js, &streams::leaf_events(&cluster, -1)).await?;
+        let (requester, inbox) = requests::channel();
+        let (_policy_tx, policy) = watch::channel(Some(std::sync::Arc::default()));
+        let audits = AuditLoop {
+            cluster: ClusterIdentity {
+                id: cluster,
+                labels: Default::default(),
+            },
+            interval: Duration::from_secs(3600),
+            debounce: Duration::from_secs(1),
+            page_size: 100,
+            max_chunk_bytes: 64 * 1024,
+            kube: k8s::client(Some(&kube.url())).await?,
+            js: js.clone(),
+            policy,
+            requests: inbox,
+        };
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(audits.run(stop.clone(), CancellationToken::new()));
+        let result = tokio::time::timeout(Duration::from_secs(60), requester.ask("cmd-1"))
+            .await?
+            .map_err(anyhow::Error::msg)?;
+        assert!(result.objects_audited > 0 && result.findings > 0);
+        stop.cancel();
+        task.await?;
+        assert!(
+            requester.ask("cmd-2").await.is_err(),
+            "a stopped loop takes no request"
+        );
+
+        let consumer = js
+            .get_stream(streams::EVENTS)
+            .await?
+            .create_consumer(jetstream::consumer::pull::OrderedConfig {
+                filter_subject: "canopy.evt.dev-ap.audit.completed".into(),
+                ..Default::default()
+            })
+            .await?;
+        let mut messages = consumer.messages().await?;
+        let mut commanded = None;
+        while let Ok(Some(m)) = tokio::time::timeout(Duration::from_secs(2), messages.next()).await
+        {
+            let m = m?;
+            let env = canopy_kit::envelope::decode(&m.subject, &m.payload)?;
+            if let Some(Body::AuditCompleted(c)) = env.body
+                && c.trigger == AuditTrigger::Command as i32
+            {
+                assert_eq!(env.causation_id, "cmd-1");
+                commanded = Some(c);
+            }
+        }
+        let c = commanded.expect("an audit completed for the command");
+        assert_eq!(c.command_id, "cmd-1");
+        assert_eq!(c.scope, AuditScope::Full as i32);
+        assert_eq!(c.audit_id, result.audit_id);
+        assert_eq!(c.findings, result.findings);
+        Ok(())
+    }
+}
