@@ -16,9 +16,9 @@ use tracing::{info, warn};
 use canopy_kit::health::{HealthServer, Readiness};
 use canopy_kit::proto::api::v1::{
     event_service_server::{self, EventServiceServer},
-    findings_service_server::FindingsServiceServer,
+    findings_service_server::{self, FindingsServiceServer},
     fleet_service_server::{self, FleetServiceServer},
-    policy_service_server::PolicyServiceServer,
+    policy_service_server::{self, PolicyServiceServer},
 };
 use canopy_kit::streams;
 
@@ -190,8 +190,8 @@ fn request_span(request: &tonic::codegen::http::Request<()>) -> tracing::Span {
     span
 }
 
-/// FleetService needs Postgres, EventService needs NATS and FLEET_EVENTS; the server as a
-/// whole ("") and `/readyz` need both.
+/// FleetService and FindingsService need Postgres, EventService needs NATS and FLEET_EVENTS,
+/// PolicyService both; the server as a whole ("") and `/readyz` need both.
 async fn set_status(reporter: &HealthReporter, db: bool, nats: bool) {
     let status = |ok: bool| {
         if ok {
@@ -205,6 +205,12 @@ async fn set_status(reporter: &HealthReporter, db: bool, nats: bool) {
         .await;
     reporter
         .set_service_status(event_service_server::SERVICE_NAME, status(nats))
+        .await;
+    reporter
+        .set_service_status(findings_service_server::SERVICE_NAME, status(db))
+        .await;
+    reporter
+        .set_service_status(policy_service_server::SERVICE_NAME, status(db && nats))
         .await;
     reporter.set_service_status("", status(db && nats)).await;
 }
