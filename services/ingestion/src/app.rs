@@ -123,9 +123,6 @@ impl App {
     /// Projects every source until `shutdown` is cancelled, then drains.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let specs: Vec<ConsumerSpec> = SOURCES.iter().map(|s| self.spec(s)).collect();
-        for spec in &specs {
-            reposition(&self.js, &self.pool, spec).await?;
-        }
         let readiness = self.health.readiness();
         let health_stop = CancellationToken::new();
         let health = tokio::spawn(self.health.serve(health_stop.clone()));
@@ -165,54 +162,6 @@ impl App {
         let _ = health.await;
         result
     }
-}
-
-/// Starts the durable consumer right after the checkpoint. Messages a previous instance had
-/// received but not acknowledged would otherwise come back only after the ack wait, behind newer
-/// ones; the checkpoint would then have moved past them and they would be skipped as
-/// redeliveries. (One ingestion runs per consumer name: the checkpoint row serialises them.)
-async fn reposition(
-    js: &jetstream::Context,
-    pool: &PgPool,
-    spec: &ConsumerSpec,
-) -> anyhow::Result<()> {
-    use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
-    let applied: Option<i64> = sqlx::query_scalar(
-        "SELECT last_sequence FROM projection_checkpoints WHERE stream = $1 AND consumer = $2",
-    )
-    .bind(&spec.stream)
-    .bind(&spec.durable)
-    .fetch_optional(pool)
-    .await
-    .context("failed to read the projection checkpoint")?;
-    let start = u64::try_from(applied.unwrap_or(0)).unwrap_or(0) + 1;
-    let stream = js
-        .get_stream(&spec.stream)
-        .await
-        .with_context(|| format!("failed to open stream {}", spec.stream))?;
-    // Absent on a first start: nothing to delete.
-    let _ = stream.delete_consumer(&spec.durable).await;
-    stream
-        .create_consumer(pull::Config {
-            durable_name: Some(spec.durable.clone()),
-            ack_policy: AckPolicy::Explicit,
-            deliver_policy: DeliverPolicy::ByStartSequence {
-                start_sequence: start,
-            },
-            filter_subjects: spec.filter_subjects.clone(),
-            max_ack_pending: spec.max_ack_pending,
-            ack_wait: spec.ack_wait,
-            ..Default::default()
-        })
-        .await
-        .with_context(|| {
-            format!(
-                "failed to create consumer {} on {}",
-                spec.durable, spec.stream
-            )
-        })?;
-    info!(stream = %spec.stream, consumer = %spec.durable, start, "consuming from the checkpoint");
-    Ok(())
 }
 
 async fn drain(client: async_nats::Client, pool: PgPool) {

@@ -4,4 +4,3 @@
 mod audits;
 mod common;
 mod projection;
-mod restart;
