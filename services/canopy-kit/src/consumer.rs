@@ -26,6 +26,12 @@ pub struct ConsumerSpec {
     pub max_ack_pending: i64,
     /// How long the server waits for an ack before redelivering.
     pub ack_wait: Duration,
+    /// For handlers that keep their own checkpoint (the last sequence they applied): the durable
+    /// consumer is recreated to deliver from the sequence after it, in order. Without this, a
+    /// consumer whose previous instance died holding delivered, unacked messages hands out newer
+    /// messages first and the older ones only after `ack_wait` — behind a checkpoint that has
+    /// moved past them.
+    pub resume_after: Option<u64>,
 }
 
 impl ConsumerSpec {
@@ -37,6 +43,7 @@ impl ConsumerSpec {
             batch: 500,
             max_ack_pending: 5_000,
             ack_wait: Duration::from_secs(10),
+            resume_after: None,
         }
     }
 }
@@ -61,13 +68,29 @@ pub async fn run<H: BatchHandler>(
         .get_stream(&spec.stream)
         .await
         .with_context(|| format!("failed to open stream {}", spec.stream))?;
+    let deliver_policy = match spec.resume_after {
+        Some(applied) => {
+            // A fresh consumer positioned after the checkpoint; the old one (and what it held
+            // delivered but unacked) is gone.
+            match stream.delete_consumer(&spec.durable).await {
+                Ok(_) => {
+                    debug!(consumer = %spec.durable, "recreating the consumer at the checkpoint")
+                }
+                Err(e) => debug!(consumer = %spec.durable, error = %e, "no consumer to recreate"),
+            }
+            DeliverPolicy::ByStartSequence {
+                start_sequence: applied + 1,
+            }
+        }
+        None => DeliverPolicy::All,
+    };
     let consumer: jetstream::consumer::Consumer<pull::Config> = stream
         .get_or_create_consumer(
             &spec.durable,
             pull::Config {
                 durable_name: Some(spec.durable.clone()),
                 ack_policy: AckPolicy::Explicit,
-                deliver_policy: DeliverPolicy::All,
+                deliver_policy,
                 filter_subjects: spec.filter_subjects.clone(),
                 max_ack_pending: spec.max_ack_pending,
                 ack_wait: spec.ack_wait,

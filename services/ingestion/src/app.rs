@@ -122,7 +122,12 @@ impl App {
 
     /// Projects every source until `shutdown` is cancelled, then drains.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let specs: Vec<ConsumerSpec> = SOURCES.iter().map(|s| self.spec(s)).collect();
+        let mut specs: Vec<ConsumerSpec> = SOURCES.iter().map(|s| self.spec(s)).collect();
+        // Delivery restarts right after what Postgres says is applied, in order.
+        for spec in &mut specs {
+            spec.resume_after =
+                Some(postgres::read_checkpoint(&self.pool, &spec.stream, &spec.durable).await?);
+        }
         let readiness = self.health.readiness();
         let health_stop = CancellationToken::new();
         let health = tokio::spawn(self.health.serve(health_stop.clone()));

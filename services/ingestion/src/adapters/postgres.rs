@@ -58,6 +58,19 @@ pub async fn lock_checkpoint(
     Ok(u64::try_from(seq).unwrap_or(0))
 }
 
+/// The last applied sequence of (stream, consumer); 0 when nothing was applied.
+pub async fn read_checkpoint(pool: &PgPool, stream: &str, consumer: &str) -> anyhow::Result<u64> {
+    let seq: Option<i64> = sqlx::query_scalar(
+        "SELECT last_sequence FROM projection_checkpoints WHERE stream = $1 AND consumer = $2",
+    )
+    .bind(stream)
+    .bind(consumer)
+    .fetch_optional(pool)
+    .await
+    .context("failed to read the projection checkpoint")?;
+    Ok(seq.and_then(|s| u64::try_from(s).ok()).unwrap_or(0))
+}
+
 pub async fn save_checkpoint(
     tx: &mut Transaction<'_, Postgres>,
     stream: &str,

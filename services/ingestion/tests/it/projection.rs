@@ -146,7 +146,7 @@ async fn redelivered_events_change_nothing() -> anyhow::Result<()> {
     ingestion.stop().await?;
     let before = env.dump().await?;
 
-    // The consumer is lost (as after a JetStream restore): everything is delivered again.
+    // The consumer is lost (as after a JetStream restore): it is recreated at the checkpoint.
     env.js
         .get_stream(streams::FLEET_EVENTS)
         .await?
@@ -175,6 +175,65 @@ async fn redelivered_events_change_nothing() -> anyhow::Result<()> {
         "redelivery changed the read models"
     );
     assert_eq!(env.checkpoint("ingestion").await?, last);
+    ingestion.stop().await
+}
+
+/// An instance that dies holding delivered, unacknowledged events (SIGKILL between fetch and
+/// commit) must not make its successor skip them: delivery resumes at the checkpoint, in order,
+/// instead of newer events first and the held ones only after the ack wait.
+#[tokio::test]
+async fn events_held_by_a_dead_instance_are_not_skipped() -> anyhow::Result<()> {
+    let env = Env::start().await?;
+    let ingestion = env.ingestion("ingestion").await?;
+    env.publish(&started("prod-eu", "i-1")).await?;
+    let mut last = 0;
+    for seq in 1..=3 {
+        last = env.publish(&heartbeat("prod-eu", "i-1", seq)).await?;
+    }
+    env.applied("ingestion", last).await?;
+    ingestion.stop().await?;
+
+    for seq in 4..=6 {
+        env.publish(&heartbeat("prod-eu", "i-1", seq)).await?;
+    }
+    // A dying instance: heartbeats 4..=6 are delivered to it and never acknowledged (some may
+    // also go to the pull request the stopped instance left open on the server: held all the
+    // same).
+    canopy_testkit::eventually(
+        WAIT,
+        "heartbeats 4..=6 to be held unacknowledged",
+        || async {
+            let mut consumer = env
+                .js
+                .get_stream(streams::FLEET_EVENTS)
+                .await?
+                .get_consumer::<pull::Config>("ingestion")
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let mut batch = consumer.fetch().max_messages(3).messages().await?;
+            while let Some(m) = batch.next().await {
+                m.map_err(|e| anyhow::anyhow!("{e}"))?;
+            }
+            Ok((consumer.info().await?.num_ack_pending == 3).then_some(()))
+        },
+    )
+    .await?;
+    for seq in 7..=9 {
+        last = env.publish(&heartbeat("prod-eu", "i-1", seq)).await?;
+    }
+
+    let ingestion = env.ingestion("ingestion").await?;
+    env.applied("ingestion", last).await?;
+    let row = sqlx::query(
+        "SELECT heartbeats_received, last_heartbeat_seq FROM agents WHERE cluster_id = 'prod-eu'",
+    )
+    .fetch_one(&env.pool)
+    .await?;
+    assert_eq!(
+        (row.get::<i64, _>(0), row.get::<i64, _>(1)),
+        (9, 9),
+        "every heartbeat applied once, none skipped"
+    );
     ingestion.stop().await
 }
 
