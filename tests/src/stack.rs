@@ -21,6 +21,8 @@ pub const DATABASE: &str = "canopy";
 pub struct LeafSpec {
     pub cluster: String,
     pub fixture: Fixture,
+    /// The cluster's labels (`--label k=v` of its agent).
+    pub labels: Vec<(String, String)>,
 }
 
 impl LeafSpec {
@@ -28,7 +30,13 @@ impl LeafSpec {
         Self {
             cluster: cluster.to_owned(),
             fixture,
+            labels: Vec::new(),
         }
+    }
+
+    pub fn with_label(mut self, key: &str, value: &str) -> Self {
+        self.labels.push((key.to_owned(), value.to_owned()));
+        self
     }
 }
 
@@ -40,6 +48,9 @@ pub struct StackOptions {
     pub state_dir: Option<PathBuf>,
     pub heartbeat_interval: Duration,
     pub inventory_interval: Duration,
+    /// The agents' `--audit-interval` and `--audit-debounce`.
+    pub audit_interval: Duration,
+    pub audit_debounce: Duration,
     /// The api's gRPC address; a free loopback port when `None`.
     pub api_listen: Option<SocketAddr>,
 }
@@ -51,6 +62,8 @@ impl StackOptions {
             state_dir: None,
             heartbeat_interval: Duration::from_millis(500),
             inventory_interval: Duration::from_secs(300),
+            audit_interval: Duration::from_secs(600),
+            audit_debounce: Duration::from_millis(500),
             api_listen: None,
         }
     }
@@ -376,6 +389,16 @@ async fn start_leaf(
         env(&[("CANOPY_NATS_URL", &nats_url)]),
         &logs,
     )?;
+    let labels = spec
+        .labels
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut agent_env = env(&[("CANOPY_NATS_URL", &nats_url)]);
+    if !labels.is_empty() {
+        agent_env.extend(env(&[("CANOPY_AGENT_LABELS", &labels)]));
+    }
     let mut agent = Service::new(
         &format!("agent-{cluster}"),
         "canopy-agent",
@@ -388,8 +411,12 @@ async fn start_leaf(
             &humantime(opts.heartbeat_interval),
             "--inventory-interval",
             &humantime(opts.inventory_interval),
+            "--audit-interval",
+            &humantime(opts.audit_interval),
+            "--audit-debounce",
+            &humantime(opts.audit_debounce),
         ],
-        env(&[("CANOPY_NATS_URL", &nats_url)]),
+        agent_env,
         &logs,
     )?;
     gateway.start().await?;

@@ -127,8 +127,15 @@ impl App {
             shutdown.clone(),
         ));
         let (inventory_requests, inventory_inbox) = requests::channel();
-        // No audit loop takes requests yet: asking for an audit fails with a clear error.
-        let (audit_requests, _) = requests::channel();
+        let (audit_requests, audit_inbox) = requests::channel();
+        let audits = crate::audit::start(
+            &self.cfg,
+            &self.kube,
+            &self.js,
+            audit_inbox,
+            &shutdown,
+            &drain,
+        );
         let _requesters = Requesters {
             audit: audit_requests,
             inventory: inventory_requests,
@@ -154,7 +161,12 @@ impl App {
         });
         // The heartbeat loop drops its sender when it returns: the publisher then ends once the
         // queue is empty, or at the deadline.
-        let joined = (heartbeats.await, inventory.await, publisher.await);
+        let joined = (
+            heartbeats.await,
+            inventory.await,
+            publisher.await,
+            audits.await,
+        );
         if drain.is_cancelled() {
             warn!("events were still unstored after {DRAIN:?}; stopped without them");
         }
@@ -170,6 +182,7 @@ impl App {
         joined.0.context("the heartbeat task failed")?;
         joined.1.context("the inventory task failed")?;
         joined.2.context("the publishing task failed")?;
+        joined.3.context("the audit task failed")?;
         info!("stopped");
         Ok(())
     }

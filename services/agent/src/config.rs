@@ -9,7 +9,7 @@ use canopy_kit::subject::ClusterId;
 #[command(
     name = "canopy-agent",
     version,
-    about = "Inventories a Kubernetes cluster and reports to its leaf's EVENTS stream"
+    about = "Inventories and audits a Kubernetes cluster and reports to its leaf's EVENTS stream"
 )]
 pub struct Config {
     /// This cluster's id (a DNS label); also its leaf's JetStream domain.
@@ -28,6 +28,14 @@ pub struct Config {
     /// Time between full inventory snapshots.
     #[arg(long, env = "CANOPY_AGENT_INVENTORY_INTERVAL", default_value = "5m", value_parser = positive_duration)]
     pub inventory_interval: Duration,
+    /// Time between full security audits (audits also run at start-up, after a policy change,
+    /// on request, and for watched changes in between).
+    #[arg(long, env = "CANOPY_AGENT_AUDIT_INTERVAL", default_value = "10m", value_parser = positive_duration)]
+    pub audit_interval: Duration,
+    /// How long watched changes are collected, from the first one, before the objects that
+    /// changed are re-audited together.
+    #[arg(long, env = "CANOPY_AGENT_AUDIT_DEBOUNCE", default_value = "2s", value_parser = positive_duration)]
+    pub audit_debounce: Duration,
     /// Objects per Kubernetes list call.
     #[arg(long, env = "CANOPY_AGENT_PAGE_SIZE", default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub page_size: u32,
@@ -70,6 +78,8 @@ mod tests {
         let cfg = Config::try_parse_from(["canopy-agent", "--cluster-id", "prod-eu"]).unwrap();
         assert_eq!(cfg.heartbeat_interval, Duration::from_secs(10));
         assert_eq!(cfg.inventory_interval, Duration::from_secs(300));
+        assert_eq!(cfg.audit_interval, Duration::from_secs(600));
+        assert_eq!(cfg.audit_debounce, Duration::from_secs(2));
         assert_eq!((cfg.page_size, cfg.max_chunk_bytes), (500, 524_288));
         assert!(cfg.api_url.is_none());
         assert!(cfg.labels.is_empty());
@@ -89,6 +99,7 @@ mod tests {
             &["--cluster-id", "Prod_EU"][..],
             &["--cluster-id", "a", "--heartbeat-interval", "0s"],
             &["--cluster-id", "a", "--inventory-interval", "0"],
+            &["--cluster-id", "a", "--audit-interval", "0s"],
             &["--cluster-id", "a", "--page-size", "0"],
             &["--cluster-id", "a", "--max-chunk-bytes", "2000000"],
             &["--cluster-id", "a", "--label", "env"],

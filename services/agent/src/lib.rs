@@ -1,9 +1,11 @@
-//! The agent: inventories its cluster through the Kubernetes API and publishes `AgentStarted`,
-//! heartbeats and chunked inventory snapshots into its leaf's `EVENTS` stream.
+//! The agent: inventories and audits its cluster through the Kubernetes API and publishes
+//! `AgentStarted`, heartbeats, chunked inventory snapshots and audits into its leaf's `EVENTS`
+//! stream, applying the effective policy it reads from its leaf's `POLICIES`.
 #![forbid(unsafe_code)]
 
 mod adapters;
 mod app;
+mod audit;
 pub mod config;
 pub mod domain;
 pub mod requests;

@@ -16,10 +16,17 @@ use tracing::{info, warn};
 use canopy_kit::health::{HealthServer, Readiness};
 use canopy_kit::proto::api::v1::{
     event_service_server::{self, EventServiceServer},
+    findings_service_server::{self, FindingsServiceServer},
     fleet_service_server::{self, FleetServiceServer},
+    policy_service_server::{self, PolicyServiceServer},
 };
 use canopy_kit::streams;
 
+use crate::adapters::audit::{
+    PgAuditReadModel,
+    control::JetStreamControl,
+    grpc::{FindingsApi, PolicyApi},
+};
 use crate::adapters::{
     EventLog, ReadModel,
     grpc::{EventApi, FleetApi},
@@ -113,6 +120,13 @@ impl App {
                 .add_service(health_service)
                 .add_service(reflection)
                 .add_service(FleetServiceServer::new(FleetApi::new(read_model)))
+                .add_service(FindingsServiceServer::new(FindingsApi::new(
+                    PgAuditReadModel::new(self.pool.clone()),
+                )))
+                .add_service(PolicyServiceServer::new(PolicyApi::new(
+                    PgAuditReadModel::new(self.pool.clone()),
+                    JetStreamControl::new(self.js.clone()),
+                )))
                 .add_service(EventServiceServer::new(EventApi::new(
                     log,
                     shutdown.clone(),
@@ -176,8 +190,8 @@ fn request_span(request: &tonic::codegen::http::Request<()>) -> tracing::Span {
     span
 }
 
-/// FleetService needs Postgres, EventService needs NATS and FLEET_EVENTS; the server as a
-/// whole ("") and `/readyz` need both.
+/// FleetService and FindingsService need Postgres, EventService needs NATS and FLEET_EVENTS,
+/// PolicyService both; the server as a whole ("") and `/readyz` need both.
 async fn set_status(reporter: &HealthReporter, db: bool, nats: bool) {
     let status = |ok: bool| {
         if ok {
@@ -191,6 +205,12 @@ async fn set_status(reporter: &HealthReporter, db: bool, nats: bool) {
         .await;
     reporter
         .set_service_status(event_service_server::SERVICE_NAME, status(nats))
+        .await;
+    reporter
+        .set_service_status(findings_service_server::SERVICE_NAME, status(db))
+        .await;
+    reporter
+        .set_service_status(policy_service_server::SERVICE_NAME, status(db && nats))
         .await;
     reporter.set_service_status("", status(db && nats)).await;
 }

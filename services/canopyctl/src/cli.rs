@@ -46,6 +46,20 @@ pub enum Command {
     /// Events of the fleet, as stored in FLEET_EVENTS.
     #[command(subcommand)]
     Events(EventsCommand),
+    /// The fleet's audit policy.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+    /// Exemptions of a check within a scope, until they expire.
+    #[command(subcommand)]
+    Derogations(DerogationsCommand),
+    /// Audit findings of the fleet.
+    #[command(subcommand)]
+    Findings(FindingsCommand),
+    /// Open and exempted findings by severity, a score and its history.
+    Posture(PostureArgs),
+    /// Audits the agents ran.
+    #[command(subcommand)]
+    Audits(AuditsCommand),
     /// Audit Kubernetes manifests offline (files, directories, `-` for stdin), e.g. in CI.
     /// Exits 1 when a finding reaches --fail-on, 2 on unreadable input.
     Audit(canopy_audit::cli::AuditArgs),
@@ -110,6 +124,195 @@ pub struct WatchArgs {
     /// Exit after this many events.
     #[arg(long, value_name = "N")]
     pub limit: Option<u64>,
+}
+
+// === audit area: policy, derogations, findings, posture, audits ===
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// The current policy (as YAML that `policy set` takes back; JSON with -o json).
+    Get,
+    /// Replaces the policy with the one in a YAML or JSON file.
+    Set(SetPolicyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SetPolicyArgs {
+    /// The policy: disabled_checks, severity_overrides, registry_allow_list,
+    /// honour_ignore_annotations, level (`-` for stdin).
+    #[arg(long, short = 'f')]
+    pub file: std::path::PathBuf,
+    /// Refuse the change unless the policy is still at this version (as `policy get` showed).
+    #[arg(long)]
+    pub expected_version: Option<u64>,
+    /// Why the policy changes (kept with the version).
+    #[arg(long, default_value = "")]
+    pub reason: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DerogationsCommand {
+    /// Derogations, newest first.
+    List(ListDerogationsArgs),
+    /// Exempts one check within a scope until an expiry.
+    Grant(GrantArgs),
+    /// Ends a derogation now.
+    Revoke(RevokeArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DerogationStateArg {
+    Active,
+    Expired,
+    Revoked,
+}
+
+#[derive(Debug, Args)]
+pub struct ListDerogationsArgs {
+    /// Only these states (repeatable or comma-separated).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub state: Vec<DerogationStateArg>,
+    /// Only derogations of this check.
+    #[arg(long)]
+    pub check: Option<String>,
+    /// Only derogations whose scope names this cluster (or none).
+    #[arg(long)]
+    pub cluster: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct GrantArgs {
+    /// The check to exempt, e.g. HOST-NET.
+    #[arg(long)]
+    pub check: String,
+    /// Only on this cluster.
+    #[arg(long)]
+    pub cluster: Option<String>,
+    /// Only on clusters with these labels, `key=value` (repeatable or comma-separated).
+    #[arg(long = "cluster-label", value_name = "KEY=VALUE", value_delimiter = ',', value_parser = parse_label)]
+    pub cluster_labels: Vec<(String, String)>,
+    /// Only in this namespace.
+    #[arg(long)]
+    pub namespace: Option<String>,
+    /// Only on this object, `Kind/name` (e.g. DaemonSet/ingress-nginx).
+    #[arg(long, value_name = "KIND/NAME")]
+    pub workload: Option<String>,
+    /// Only for this container.
+    #[arg(long)]
+    pub container: Option<String>,
+    /// Why the exception is acceptable.
+    #[arg(long)]
+    pub reason: String,
+    /// Who approved it.
+    #[arg(long)]
+    pub approver: String,
+    /// Expires this long from now, e.g. 30d.
+    #[arg(long, value_parser = humantime::parse_duration, conflicts_with = "expires_at", required_unless_present = "expires_at")]
+    pub expires_in: Option<Duration>,
+    /// Expires at this RFC 3339 time.
+    #[arg(long, value_parser = parse_time)]
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Args)]
+pub struct RevokeArgs {
+    /// The derogation id (as `derogations list` shows).
+    pub id: String,
+    #[arg(long, default_value = "")]
+    pub reason: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum FindingsCommand {
+    /// Current findings, most severe first.
+    List(ListFindingsArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum)]
+pub enum SeverityArg {
+    Low,
+    Medium,
+    High,
+    Critical,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FindingStateArg {
+    Open,
+    Exempted,
+    Resolved,
+}
+
+#[derive(Debug, Args)]
+pub struct ListFindingsArgs {
+    #[arg(long)]
+    pub cluster: Option<String>,
+    #[arg(long)]
+    pub namespace: Option<String>,
+    /// app.kubernetes.io/name of the object (else its namespace).
+    #[arg(long)]
+    pub application: Option<String>,
+    #[arg(long)]
+    pub check: Option<String>,
+    /// At least this severity.
+    #[arg(long, value_enum)]
+    pub min_severity: Option<SeverityArg>,
+    /// Exactly these severities (repeatable or comma-separated).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub severity: Vec<SeverityArg>,
+    /// Findings citing a standard starting with this, e.g. pss:baseline or kubescape:C-0038.
+    #[arg(long)]
+    pub standard: Option<String>,
+    /// These states (default: open and exempted).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub state: Vec<FindingStateArg>,
+    /// At most this many findings (every page is fetched otherwise).
+    #[arg(long)]
+    pub limit: Option<usize>,
+}
+
+#[derive(Debug, Args)]
+pub struct PostureArgs {
+    #[arg(long)]
+    pub cluster: Option<String>,
+    #[arg(long)]
+    pub namespace: Option<String>,
+    #[arg(long)]
+    pub application: Option<String>,
+    /// Points of history.
+    #[arg(long, default_value_t = 10)]
+    pub history: u32,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditsCommand {
+    /// Audits, newest first.
+    List(ListAuditsArgs),
+    /// One audit with its summary.
+    Get(GetAuditArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ListAuditsArgs {
+    #[arg(long)]
+    pub cluster: Option<String>,
+    /// At most this many audits.
+    #[arg(long, default_value_t = 20)]
+    pub limit: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct GetAuditArgs {
+    #[arg(long)]
+    pub cluster: String,
+    pub audit_id: String,
+}
+
+/// An RFC 3339 time.
+pub fn parse_time(value: &str) -> Result<DateTime<Utc>, String> {
+    DateTime::parse_from_rfc3339(value)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|_| format!("{value:?} is not an RFC 3339 time"))
 }
 
 /// `5m`, `1h30m` (ago) or `2025-01-31T12:00:00Z`.

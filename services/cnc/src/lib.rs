@@ -11,6 +11,7 @@ use canopy_kit::service::ConsumerService;
 use canopy_kit::streams;
 
 pub mod config;
+pub mod policy;
 
 use config::Config;
 
@@ -41,7 +42,13 @@ impl App {
             filter_subjects: CONTROL_SUBJECTS.iter().map(|s| (*s).to_owned()).collect(),
             ..ConsumerSpec::new(streams::CONTROL, "cnc")
         };
-        self.service.run(&spec, &mut Requests, shutdown).await
+        let policies = tokio::spawn(policy::run(
+            self.service.jetstream().clone(),
+            shutdown.clone(),
+        ));
+        let result = self.service.run(&spec, &mut Requests, shutdown).await;
+        let _ = policies.await;
+        result
     }
 }
 

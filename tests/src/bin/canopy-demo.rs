@@ -11,10 +11,11 @@ use anyhow::Context as _;
 use canopy_e2e::{LeafSpec, Stack, StackOptions};
 use canopy_testkit::Fixture;
 
-const CLUSTERS: [(&str, &str); 3] = [
-    ("prod-eu", "prod-eu"),
-    ("staging-us", "staging-us"),
-    ("dev-ap", "dev-ap"),
+/// (cluster, fixture, env label).
+const CLUSTERS: [(&str, &str, &str); 3] = [
+    ("prod-eu", "prod-eu", "prod"),
+    ("staging-us", "staging-us", "staging"),
+    ("dev-ap", "dev-ap", "dev"),
 ];
 
 #[tokio::main]
@@ -35,13 +36,15 @@ async fn main() -> anyhow::Result<()> {
         );
     }
     let mut leaves = Vec::new();
-    for (cluster, fixture) in CLUSTERS {
-        leaves.push(LeafSpec::new(cluster, Fixture::load(fixture)?));
+    for (cluster, fixture, env) in CLUSTERS {
+        leaves.push(LeafSpec::new(cluster, Fixture::load(fixture)?).with_label("env", env));
     }
     let mut opts = StackOptions::new(leaves);
     opts.state_dir = Some(state.clone());
     opts.heartbeat_interval = Duration::from_secs(5);
     opts.inventory_interval = Duration::from_secs(60);
+    // Audits every 2 minutes (the agent's default is 10) and on every watched change.
+    opts.audit_interval = Duration::from_secs(120);
     opts.api_listen = Some(api);
 
     eprintln!(
@@ -65,6 +68,16 @@ async fn main() -> anyhow::Result<()> {
         Ok(counts) if !counts.is_empty() => {
             for (cluster, objects) in counts {
                 eprintln!("  {cluster}: {objects} objects in the inventory");
+            }
+            match postures(&stack).await {
+                Ok(lines) => lines.iter().for_each(|l| eprintln!("{l}")),
+                Err(e) => eprintln!("  the first audits are not in yet: {e:#}"),
+            }
+            match approve_ingress_secrets(&stack).await {
+                Ok(id) => eprintln!(
+                    "  granted derogation {id}: prod-eu's ingress-nginx may read TLS secrets (RBAC-SECRETS exempted for 90 days)"
+                ),
+                Err(e) => eprintln!("  could not grant the demo derogation: {e:#}"),
             }
             print_usage(&stack);
             shutdown_signal().await;
@@ -107,6 +120,74 @@ async fn wait_for_clusters(stack: &Stack) -> anyhow::Result<BTreeMap<String, u64
     }
 }
 
+/// Each cluster's score once its first audit is in (at most 60 s).
+async fn postures(stack: &Stack) -> anyhow::Result<Vec<String>> {
+    use canopy_proto::api::v1::{
+        GetPostureRequest, findings_service_client::FindingsServiceClient,
+    };
+    let mut client = FindingsServiceClient::connect(stack.api_url()).await?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut lines = Vec::new();
+    for (cluster, _, _) in CLUSTERS {
+        loop {
+            let p = client
+                .get_posture(GetPostureRequest {
+                    cluster_id: cluster.to_owned(),
+                    ..Default::default()
+                })
+                .await?
+                .into_inner();
+            if p.clusters > 0 {
+                let open = p.counts.unwrap_or_default().open;
+                let n = |s: &str| open.get(s).copied().unwrap_or(0);
+                lines.push(format!(
+                    "  {cluster}: posture {}/100, open findings: {} critical, {} high, {} medium, {} low",
+                    p.score,
+                    n("critical"),
+                    n("high"),
+                    n("medium"),
+                    n("low")
+                ));
+                break;
+            }
+            if Instant::now() > deadline {
+                anyhow::bail!("no completed audit of {cluster} after 60s");
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+    Ok(lines)
+}
+
+/// prod-eu's ingress controller reads TLS secrets by design: the demo records that exception.
+async fn approve_ingress_secrets(stack: &Stack) -> anyhow::Result<String> {
+    use canopy_proto::api::v1::{
+        GrantDerogationRequest, policy_service_client::PolicyServiceClient,
+    };
+    use canopy_proto::event::v1::DerogationScope;
+    let mut client = PolicyServiceClient::connect(stack.api_url()).await?;
+    let expires = prost_types::Timestamp {
+        seconds: chrono::Utc::now().timestamp() + 90 * 86_400,
+        nanos: 0,
+    };
+    let granted = client
+        .grant_derogation(GrantDerogationRequest {
+            check: "RBAC-SECRETS".into(),
+            scope: Some(DerogationScope {
+                cluster_id: "prod-eu".into(),
+                workload_kind: "ClusterRole".into(),
+                workload_name: "ingress-nginx".into(),
+                ..Default::default()
+            }),
+            reason: "the ingress controller serves TLS certificates stored in secrets".into(),
+            approver: "platform security".into(),
+            expires_at: Some(expires),
+        })
+        .await?
+        .into_inner();
+    Ok(granted.derogation.unwrap_or_default().derogation_id)
+}
+
 fn print_usage(stack: &Stack) {
     let bin = canopy_e2e::bin_dir()
         .map(|d| d.display().to_string())
@@ -126,6 +207,19 @@ fn print_usage(stack: &Stack) {
     println!("  canopyctl clusters get staging-us");
     println!("  canopyctl events watch                      # live events of every cluster");
     println!("  canopyctl events watch --cluster dev-ap --type heartbeat --from-seq 1");
+    println!("  canopyctl posture                           # fleet score and history");
+    println!("  canopyctl posture --cluster staging-us");
+    println!("  canopyctl findings list --cluster staging-us --min-severity high");
+    println!("  canopyctl findings list --standard pss:baseline -o json");
+    println!("  canopyctl findings list --cluster prod-eu --state exempted");
+    println!("  canopyctl audits list");
+    println!("  canopyctl policy get > policy.yaml          # edit, then:");
+    println!("  canopyctl policy set -f policy.yaml --expected-version 0");
+    println!("  canopyctl derogations list");
+    println!(
+        "  canopyctl derogations grant --check HOST-NET --cluster-label env=staging --reason ... --approver ... --expires-in 7d"
+    );
+    println!("  canopyctl audit services/canopy-testkit/fixtures/staging-us   # offline, for CI");
     println!();
     println!(
         "gRPC api: {}  (grpcurl -plaintext {} list)",

@@ -2,4 +2,5 @@
 //! does it).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // shared test helpers
 
+mod audit;
 mod mesh;

@@ -23,7 +23,7 @@ impl Kind {
         }
     }
 
-    fn resource(&self) -> ApiResource {
+    pub(crate) fn resource(&self) -> ApiResource {
         ApiResource {
             group: self.group.to_owned(),
             version: self.version.to_owned(),
@@ -132,6 +132,16 @@ impl Pager {
     pub fn new(client: &kube::Client, kind: &Kind, page_size: u32) -> Self {
         Self {
             api: Api::all_with(client.clone(), &kind.resource()),
+            page_size,
+            next: None,
+            done: false,
+        }
+    }
+
+    /// Pages through the objects of `kind` in one namespace.
+    pub fn namespaced(client: &kube::Client, kind: &Kind, namespace: &str, page_size: u32) -> Self {
+        Self {
+            api: Api::namespaced_with(client.clone(), namespace, &kind.resource()),
             page_size,
             next: None,
             done: false,

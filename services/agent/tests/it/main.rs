@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // shared test helpers
 
 mod agent;
+mod audits;
 mod faulty_kube;
 mod resilience;
 mod support;

@@ -127,11 +127,18 @@ async fn a_forbidden_kind_is_left_out_and_a_failing_page_is_tried_again() -> any
     let fixture = Fixture::load("prod-eu")?;
     let kube = FakeKube::start(fixture.clone()).await?;
     // RBAC without secrets (as k8s/base/agent/rbac.yaml), and one 500 on the first configmaps
-    // page.
+    // page (of the inventory or the audit, whichever lists first: both retry the page; the
+    // audit's watches list with limit=1 and are left alone).
     let failed_once = Arc::new(AtomicBool::new(false));
-    let rule: Rule = Arc::new(move |path, _query| match path {
+    let rule: Rule = Arc::new(move |path, query| match path {
         "/api/v1/secrets" => Some(403),
-        "/api/v1/configmaps" if !failed_once.swap(true, Ordering::SeqCst) => Some(500),
+        "/api/v1/configmaps"
+            if query.contains("limit=500")
+                && !query.contains("watch")
+                && !failed_once.swap(true, Ordering::SeqCst) =>
+        {
+            Some(500)
+        }
         _ => None,
     });
     let proxy = FaultyKube::start(kube.addr(), rule).await?;

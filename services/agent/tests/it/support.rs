@@ -63,17 +63,39 @@ impl Agent {
     }
 }
 
-/// Every event of EVENTS (with its payload size), in stream order.
+/// The agent and inventory events of EVENTS (with their payload sizes), in stream order; audit
+/// events are left out (a large cluster's findings would make every read slow).
 pub async fn events(js: &jetstream::Context) -> anyhow::Result<Vec<(usize, Envelope)>> {
+    events_of(
+        js,
+        vec![
+            "canopy.evt.*.agent.>".to_owned(),
+            "canopy.evt.*.inventory.>".to_owned(),
+        ],
+    )
+    .await
+}
+
+/// Every event of EVENTS, audits included.
+pub async fn all_events(js: &jetstream::Context) -> anyhow::Result<Vec<(usize, Envelope)>> {
+    events_of(js, Vec::new()).await
+}
+
+async fn events_of(
+    js: &jetstream::Context,
+    filter_subjects: Vec<String>,
+) -> anyhow::Result<Vec<(usize, Envelope)>> {
     let stream = js.get_stream(streams::EVENTS).await?;
-    let last = stream.cached_info().state.last_sequence;
     let mut out = Vec::new();
-    if last == 0 {
+    let consumer = stream
+        .create_consumer(pull::OrderedConfig {
+            filter_subjects,
+            ..Default::default()
+        })
+        .await?;
+    if consumer.cached_info().num_pending == 0 {
         return Ok(out);
     }
-    let consumer = stream
-        .create_consumer(pull::OrderedConfig::default())
-        .await?;
     let mut messages = consumer.messages().await?;
     while let Some(m) = tokio::time::timeout(WAIT, messages.next()).await? {
         let m = m?;
@@ -81,11 +103,7 @@ pub async fn events(js: &jetstream::Context) -> anyhow::Result<Vec<(usize, Envel
             m.payload.len(),
             canopy_kit::envelope::decode(&m.subject, &m.payload)?,
         ));
-        if m.info()
-            .map_err(|e| anyhow::anyhow!("{e}"))?
-            .stream_sequence
-            >= last
-        {
+        if m.info().map_err(|e| anyhow::anyhow!("{e}"))?.pending == 0 {
             break;
         }
     }

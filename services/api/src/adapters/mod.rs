@@ -10,6 +10,7 @@ use canopy_kit::subject::ClusterId;
 
 use crate::domain::{Cluster, PageRequest, WatchSpec};
 
+pub mod audit;
 pub mod grpc;
 pub mod jetstream;
 #[cfg(test)]

@@ -7,8 +7,10 @@
 use tonic::Status;
 use tracing::error;
 
+use super::audit::control::ControlError;
 use super::{EventLogError, ReadModelError};
 use crate::domain;
+use crate::domain::audit::AuditError;
 
 impl From<domain::Error> for Status {
     fn from(e: domain::Error) -> Self {
@@ -40,6 +42,36 @@ impl From<EventLogError> for Status {
             EventLogError::Nats { .. } => {
                 Status::unavailable("the event log is unreachable; retry later")
             }
+        }
+    }
+}
+
+impl From<AuditError> for Status {
+    fn from(e: AuditError) -> Self {
+        match e {
+            AuditError::Invalid { .. } => Status::invalid_argument(e.to_string()),
+            AuditError::VersionConflict { .. } | AuditError::AlreadyRevoked(_) => {
+                Status::failed_precondition(e.to_string())
+            }
+            AuditError::Raced { .. } => Status::aborted(e.to_string()),
+            AuditError::DerogationNotFound(_) | AuditError::AuditNotFound { .. } => {
+                Status::not_found(e.to_string())
+            }
+        }
+    }
+}
+
+impl From<ControlError> for Status {
+    fn from(e: ControlError) -> Self {
+        error!(error = %e, "CONTROL failed");
+        match e {
+            ControlError::WrongLastSequence => {
+                Status::aborted("the policy changed concurrently; read it again and retry")
+            }
+            ControlError::Nats { .. } => {
+                Status::unavailable("the control stream is unreachable; retry later")
+            }
+            ControlError::Corrupt(_) => Status::internal("internal error reading the policy"),
         }
     }
 }

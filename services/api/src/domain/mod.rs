@@ -6,6 +6,8 @@ use chrono::{DateTime, Utc};
 use thiserror::Error;
 
 use canopy_kit::envelope::{EVENT_TYPES, resolve_event_type};
+
+pub mod audit;
 use canopy_kit::subject::{self, ClusterId};
 
 /// Clusters per page when the caller does not say.

@@ -20,6 +20,8 @@ use crate::stack::{Stack, WAIT};
 
 const FLEET: &str = "canopy.api.v1.FleetService";
 const EVENTS: &str = "canopy.api.v1.EventService";
+const FINDINGS: &str = "canopy.api.v1.FindingsService";
+const POLICY: &str = "canopy.api.v1.PolicyService";
 
 async fn status(channel: &Channel, service: &str) -> anyhow::Result<ServingStatus> {
     let response = HealthClient::new(channel.clone())
@@ -35,7 +37,7 @@ async fn status(channel: &Channel, service: &str) -> anyhow::Result<ServingStatu
 async fn serves_health_and_reflection() -> anyhow::Result<()> {
     let stack = Stack::start().await?;
     let channel = stack.channel().await?;
-    for service in ["", FLEET, EVENTS] {
+    for service in ["", FLEET, EVENTS, FINDINGS, POLICY] {
         assert_eventually!(
             WAIT,
             async { Ok(status(&channel, service).await? == ServingStatus::Serving) },
@@ -61,7 +63,9 @@ async fn serves_health_and_reflection() -> anyhow::Result<()> {
         names,
         [
             EVENTS,
+            FINDINGS,
             FLEET,
+            POLICY,
             "grpc.health.v1.Health",
             "grpc.reflection.v1.ServerReflection"
         ]

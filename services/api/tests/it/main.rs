@@ -3,6 +3,7 @@
 // The whole crate is test code; clippy exempts only #[test] fns, not shared helpers.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod audit;
 mod events;
 mod fleet;
 mod health;

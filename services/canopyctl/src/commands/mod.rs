@@ -1,7 +1,11 @@
 //! One module per area of the API; each turns its subcommand into calls and output.
 
+pub mod audits;
 pub mod clusters;
+pub mod derogations;
 pub mod events;
+pub mod findings;
+pub mod policy;
 
 use crate::cli::{Cli, Command};
 use crate::error::CliError;
@@ -15,6 +19,11 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Command::Clusters(cmd) => clusters::run(&ctx, cmd).await,
         Command::Events(cmd) => events::run(&ctx, cmd).await,
+        Command::Policy(cmd) => policy::run(&ctx, cmd).await,
+        Command::Derogations(cmd) => derogations::run(&ctx, cmd).await,
+        Command::Findings(cmd) => findings::run(&ctx, cmd).await,
+        Command::Posture(args) => findings::posture(&ctx, args).await,
+        Command::Audits(cmd) => audits::run(&ctx, cmd).await,
         Command::Audit(args) => {
             let code = canopy_audit::cli::run(
                 &args,

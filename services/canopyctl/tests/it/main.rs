@@ -6,6 +6,7 @@ mod audit;
 mod clusters;
 mod errors;
 mod events;
+mod findings;
 #[path = "../../../api/tests/it/stack.rs"]
 mod stack;
 

@@ -9,8 +9,21 @@ use tracing::warn;
 
 use crate::domain::{self, AgentRow, InventoryOp, InventoryRow, Plan};
 
+mod audit;
+
 /// Every read-model table, children first: `rebuild` empties them all (add new tables here).
 pub const READ_MODELS: &[&str] = &[
+    // audit::TABLES
+    "audit_findings",
+    "audit_chunks",
+    "audit_object_counts",
+    "finding_history",
+    "findings",
+    "posture_history",
+    "posture_current",
+    "audits",
+    "policies",
+    "derogations",
     "inventory",
     "inventory_snapshots",
     "agents",
@@ -82,6 +95,8 @@ pub async fn apply(tx: &mut Transaction<'_, Postgres>, plan: Plan) -> anyhow::Re
     upsert_clusters(tx, &plan).await?;
     set_labels(tx, &plan.labels).await?;
     apply_agents(tx, plan.agent_events).await?;
+    audit::apply(tx, plan.audit).await?;
+    audit::apply_policy(tx, plan.policy).await?;
     apply_inventory(tx, plan.inventory).await
 }
 
@@ -470,4 +485,17 @@ pub async fn truncate_all(pool: &PgPool) -> anyhow::Result<()> {
     .await
     .context("failed to empty the read models")?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_audit_table_is_emptied_by_rebuild() {
+        for t in super::audit::TABLES {
+            assert!(
+                super::READ_MODELS.contains(t),
+                "{t} missing from READ_MODELS"
+            );
+        }
+    }
 }

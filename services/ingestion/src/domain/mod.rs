@@ -9,6 +9,9 @@ use canopy_kit::proto::event::v1::{
     AgentStarted, Heartbeat, InventoryObject, InventorySnapshot, envelope::Body,
 };
 
+pub mod audit;
+use audit::{AuditOp, PolicyOp};
+
 /// One decoded event with its position in the stream.
 #[derive(Debug, Clone)]
 pub struct Event {
@@ -73,6 +76,10 @@ pub struct Plan {
     pub inventory: Vec<InventoryOp>,
     /// The labels of each cluster's newest AgentStarted in the batch.
     pub labels: BTreeMap<String, BTreeMap<String, String>>,
+    /// Audit events, in stream order.
+    pub audit: Vec<AuditOp>,
+    /// Policy and derogation events, in stream order.
+    pub policy: Vec<PolicyOp>,
     pub last_seq: u64,
 }
 
@@ -112,6 +119,42 @@ pub fn plan(events: Vec<Event>) -> Plan {
                 .or_default()
                 .push((e.occurred_at, AgentEvent::Heartbeat(h))),
             Body::InventorySnapshot(s) => plan_snapshot(&mut plan, e.cluster_id, e.occurred_at, s),
+            Body::AuditStarted(started) => plan.audit.push(AuditOp::Started {
+                cluster_id: e.cluster_id,
+                seq: e.seq,
+                at: e.occurred_at,
+                started,
+            }),
+            Body::FindingsChunk(chunk) => plan.audit.push(AuditOp::Chunk {
+                cluster_id: e.cluster_id,
+                seq: e.seq,
+                chunk,
+            }),
+            Body::AuditCompleted(completed) => plan.audit.push(AuditOp::Completed {
+                cluster_id: e.cluster_id,
+                seq: e.seq,
+                at: e.occurred_at,
+                completed,
+            }),
+            Body::PolicyChanged(changed) => plan.policy.push(PolicyOp::Changed {
+                seq: e.seq,
+                at: e.occurred_at,
+                changed,
+            }),
+            Body::DerogationGranted(g) => {
+                if let Some(derogation) = g.derogation {
+                    plan.policy.push(PolicyOp::Granted {
+                        seq: e.seq,
+                        at: e.occurred_at,
+                        derogation,
+                    });
+                }
+            }
+            Body::DerogationRevoked(revoked) => plan.policy.push(PolicyOp::Revoked {
+                seq: e.seq,
+                at: e.occurred_at,
+                revoked,
+            }),
             // Events no read model projects (yet): applied as no-ops, checkpoint moves on.
             _ => {}
         }
