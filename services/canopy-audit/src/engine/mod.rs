@@ -116,7 +116,8 @@ impl<T: Clone> Auditor<T> {
             | "ReplicaSet"
             | "Job"
             | "CronJob"
-            | "ReplicationController" => {
+            | "ReplicationController"
+            | "PodTemplate" => {
                 let audited = self.policy.audit_controlled_pods || !controlled(kind, meta);
                 if let Some(pod) = workload::PodView::locate(o, kind, meta).filter(|_| audited) {
                     sink.add_ignores(pod.meta);
@@ -165,9 +166,9 @@ fn controlled(kind: &str, meta: Option<&Obj>) -> bool {
         .and_then(Value::as_array)
         .is_some_and(|owners| {
             owners.iter().any(|o| {
-                o.get("kind")
-                    .and_then(Value::as_str)
-                    .is_some_and(|k| WORKLOAD_KINDS.contains(&k) && k != "Pod")
+                o.get("kind").and_then(Value::as_str).is_some_and(|k| {
+                    WORKLOAD_KINDS.contains(&k) && !matches!(k, "Pod" | "PodTemplate")
+                })
             })
         })
 }
