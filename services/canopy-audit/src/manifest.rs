@@ -541,21 +541,33 @@ impl JsonDoc {
     /// Scans `more` (the continuation of the value): returns the length of `more` up to and
     /// including the byte that closes the top-level value, or `None` if it is still open.
     fn scan(&mut self, more: &str) -> Option<usize> {
-        for (i, b) in more.bytes().enumerate() {
+        let bytes = more.as_bytes();
+        let mut i = 0;
+        if self.escaped {
+            self.escaped = false;
+            i += 1;
+        }
+        while i < bytes.len() {
             if self.in_string {
-                if self.escaped {
-                    self.escaped = false;
-                } else if b == b'\\' {
-                    self.escaped = true;
-                } else if b == b'"' {
+                // Most of a manifest is string contents: jump to the next quote or backslash.
+                let rest = bytes.get(i..).unwrap_or_default();
+                let j = memchr::memchr2(b'"', b'\\', rest)?;
+                i += j + 1;
+                if rest.get(j) == Some(&b'\\') {
+                    if i < bytes.len() {
+                        i += 1;
+                    } else {
+                        self.escaped = true;
+                    }
+                } else {
                     self.in_string = false;
                 }
                 continue;
             }
-            match b {
-                b'"' => self.in_string = true,
-                b'{' | b'[' => self.depth += 1,
-                b'}' | b']' => {
+            match bytes.get(i) {
+                Some(b'"') => self.in_string = true,
+                Some(b'{' | b'[') => self.depth += 1,
+                Some(b'}' | b']') => {
                     self.depth = self.depth.saturating_sub(1);
                     if self.depth == 0 {
                         return Some(i + 1);
@@ -563,6 +575,7 @@ impl JsonDoc {
                 }
                 _ => {}
             }
+            i += 1;
         }
         None
     }

@@ -91,6 +91,15 @@ impl<T: Clone> Auditor<T> {
         })
     }
 
+    /// The effective severity of every check (after the policy's overrides), in
+    /// [`crate::CATALOGUE`] order.
+    pub fn severities(&self) -> Vec<crate::Severity> {
+        crate::catalogue::CATALOGUE
+            .iter()
+            .map(|c| self.policy.severity(c.check))
+            .collect()
+    }
+
     /// The number of Kubernetes objects (values with a string `kind`) seen so far.
     pub fn objects(&self) -> u64 {
         self.objects
