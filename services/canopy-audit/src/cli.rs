@@ -1,5 +1,10 @@
 //! The `canopyctl audit` command: arguments, the run loop over manifests, and the exit code.
 //!
+//! Inputs are read one document at a time ([`crate::manifest`]). `json` and `sarif` reports are
+//! written as the audit goes ([`crate::report::StreamWriter`]): per-object findings in input
+//! order, then the cross-object ones, so neither inputs nor findings accumulate in memory.
+//! `text` is for people: it is sorted by namespace, kind and name and grouped per object.
+//!
 //! Exit codes:
 //! - `0` ([`EXIT_OK`]): every input was read; no finding reached `--fail-on` (or no `--fail-on`);
 //! - `1` ([`EXIT_FINDINGS`]): a finding's severity is at or above `--fail-on`;
