@@ -446,10 +446,19 @@ impl OpenFile {
                 rest = trimmed;
             }
             match self.json_doc.scan(rest) {
+                // A value within one line (NDJSON, `kubectl -o json` lines): parsed in place.
+                Some(end) if self.json_doc.text.is_empty() => {
+                    let start_line = self.json_doc.start_line;
+                    self.json_parse(&rest[..end], start_line);
+                    rest = &rest[end..];
+                    self.json_doc.reset();
+                }
                 Some(end) => {
                     self.json_doc.text.push_str(&rest[..end]);
                     rest = &rest[end..];
-                    self.json_parse();
+                    let text = std::mem::take(&mut self.json_doc.text);
+                    self.json_parse(&text, self.json_doc.start_line);
+                    self.json_doc.text = text;
                     self.json_doc.reset();
                 }
                 None => {
@@ -464,13 +473,14 @@ impl OpenFile {
     /// At the end of the input: a value still open is parsed for its error message.
     fn json_end(&mut self) {
         if !self.json_doc.text.trim().is_empty() {
-            self.json_parse();
+            let text = std::mem::take(&mut self.json_doc.text);
+            self.json_parse(&text, self.json_doc.start_line);
         }
     }
 
-    fn json_parse(&mut self) {
-        let start_line = self.json_doc.start_line;
-        match serde_json::from_str::<Value>(&self.json_doc.text) {
+    /// Parses one JSON value that starts at `start_line`.
+    fn json_parse(&mut self, text: &str, start_line: usize) {
+        match serde_json::from_str::<Value>(text) {
             Ok(value) => self.push_object(value, start_line),
             Err(e) => {
                 let line = start_line + e.line().saturating_sub(1);
