@@ -214,9 +214,13 @@ fn run_streamed(
             }
         }
         let objects = auditor.objects();
-        for (f, (file, line)) in auditor.finish_tagged() {
-            w.finding(&f, Some(&file), Some(line))?;
-        }
+        let mut failed = Ok(());
+        auditor.finish_each(|f, (file, line)| {
+            if failed.is_ok() {
+                failed = w.finding(&f, Some(&file), Some(line));
+            }
+        });
+        failed?;
         let worst = w.max_severity();
         w.finish(objects, &errors)?;
         Ok(worst)

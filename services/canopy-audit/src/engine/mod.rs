@@ -158,6 +158,14 @@ impl<T: Clone> Auditor<T> {
         out.sort_by(|a, b| Finding::order(&a.0, &b.0));
         out
     }
+
+    /// Like [`Auditor::finish_tagged`], but hands each finding to `emit` as soon as it is made,
+    /// in the order the objects were added, instead of collecting and sorting them: memory then
+    /// does not grow with the number of cross-object findings (a large cluster has one
+    /// `SA-AUTOMOUNT` or `NETPOL-MISSING` finding per workload at worst).
+    pub fn finish_each(self, emit: impl FnMut(Finding, T)) {
+        self.cross.finish_each(&self.policy, emit);
+    }
 }
 
 /// Audits a single object with the per-object checks only (no cross-object facts).
