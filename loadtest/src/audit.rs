@@ -665,3 +665,38 @@ fn print_text(r: &Report) {
         (None, None) => println!("  checkov: not measured"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn medians() {
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(vec![5.0]), 5.0);
+        assert_eq!(median(vec![]), 0.0);
+    }
+
+    #[test]
+    fn layouts_hold_every_document_once() -> anyhow::Result<()> {
+        let objects: Vec<serde_json::Value> = (0..25).map(canopy_audit::generate::object).collect();
+        for format in [Format::Json, Format::Yaml] {
+            let docs = render(&objects, format)?;
+            for files in [1, 10, 1000] {
+                let dir = tempfile::tempdir()?;
+                write_files(dir.path(), &docs, files, format.ext())?;
+                let mut names: Vec<PathBuf> = std::fs::read_dir(dir.path())?
+                    .map(|e| e.map(|e| e.path()))
+                    .collect::<Result<_, _>>()?;
+                names.sort();
+                assert_eq!(names.len(), files.min(docs.len()), "{format:?} {files}");
+                let all: String = names
+                    .iter()
+                    .map(std::fs::read_to_string)
+                    .collect::<Result<_, _>>()?;
+                assert_eq!(all, docs.concat(), "{format:?} {files}");
+            }
+        }
+        Ok(())
+    }
+}
