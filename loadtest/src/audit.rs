@@ -255,11 +255,15 @@ fn render(objects: &[serde_json::Value], format: Format) -> anyhow::Result<Vec<S
         .collect()
 }
 
-/// Writes `docs` into `files` files under `dir` (contiguous runs of documents).
+/// Writes `docs` into `files` files under `dir` (contiguous runs of documents, as even as can
+/// be; fewer files only when there are fewer documents).
 fn write_files(dir: &Path, docs: &[String], files: usize, ext: &str) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("failed to create {}", dir.display()))?;
-    let per_file = docs.len().div_ceil(files.max(1)).max(1);
-    for (i, chunk) in docs.chunks(per_file).enumerate() {
+    let files = files.clamp(1, docs.len().max(1));
+    for i in 0..files {
+        let chunk = docs
+            .get(i * docs.len() / files..(i + 1) * docs.len() / files)
+            .unwrap_or_default();
         let path = dir.join(format!("m{i:05}.{ext}"));
         write_stream(&path, chunk)?;
     }
