@@ -229,8 +229,14 @@ pub struct Report {
     pub target_objects_per_s: f64,
     pub runs: Vec<LayoutRun>,
     /// Per format: highest ÷ lowest peak memory across the layouts.
-    pub memory_spread: Vec<(Format, f64)>,
+    pub memory_spread: Vec<MemorySpread>,
     pub comparison: Comparison,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct MemorySpread {
+    pub format: Format,
+    pub highest_over_lowest: f64,
 }
 
 #[derive(Deserialize)]
@@ -507,7 +513,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 .collect();
             let max = *peaks.iter().max()?;
             let min = *peaks.iter().min()?;
-            (min > 0).then(|| (*f, max as f64 / min as f64))
+            (min > 0).then(|| MemorySpread {
+                format: *f,
+                highest_over_lowest: max as f64 / min as f64,
+            })
         })
         .collect();
 
@@ -629,10 +638,11 @@ fn print_text(r: &Report) {
             }
         );
     }
-    for (f, spread) in &r.memory_spread {
+    for m in &r.memory_spread {
         println!(
-            "  peak memory across the {} layouts: highest / lowest = {spread:.2}",
-            f.ext()
+            "  peak memory across the {} layouts: highest / lowest = {:.2}",
+            m.format.ext(),
+            m.highest_over_lowest
         );
     }
     let c = &r.comparison;
