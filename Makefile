@@ -3,6 +3,7 @@
 
 CARGO ?= cargo
 BENCH_ARGS ?= --clusters 4 --events 200000
+AUDIT_BENCH_ARGS ?= --objects 100000 --checkov-objects 1000
 
 .PHONY: setup build demo test fmt lint bench clean
 
@@ -28,9 +29,11 @@ test: lint
 	$(CARGO) build --workspace --bins --locked
 	$(CARGO) test --workspace --locked
 
-bench: setup
+bench:
+	@bash scripts/setup --bench
 	$(CARGO) build --release --locked -p canopy-loadtest -p canopyctl
 	./target/release/loadtest pipeline $(BENCH_ARGS)
+	./target/release/loadtest audit $(AUDIT_BENCH_ARGS)
 
 clean:
 	rm -rf .state target

@@ -2,6 +2,7 @@
 //! its figures next to the raw ceilings of the same machine measured in the same run.
 #![forbid(unsafe_code)]
 
+pub mod audit;
 pub mod ceilings;
 pub mod pipeline;
 pub mod stats;
@@ -31,6 +32,13 @@ pub enum Mode {
     /// FLEET_EVENTS; ingestion projects them into Postgres. Measures end-to-end events/s and
     /// projection lag against the raw JetStream publish and Postgres insert ceilings.
     Pipeline(pipeline::Args),
+    /// `canopyctl audit` on generated objects (100,000 by default) as a few large files, many
+    /// small files and one stream on stdin, pinned to one CPU: objects/s and peak memory; then
+    /// canopyctl and checkov side by side on the same 1,000 objects.
+    Audit(audit::Args),
+    /// Internal: runs a command pinned to a CPU and prints its wall time and peak memory.
+    #[command(hide = true)]
+    Measure(audit::MeasureArgs),
 }
 
 /// Runs the chosen mode.
@@ -40,5 +48,8 @@ pub enum Mode {
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.mode {
         Mode::Pipeline(args) => pipeline::run(args).await,
+        // Blocking work on this thread: `measure` pins the thread that spawns the child.
+        Mode::Audit(args) => audit::run(args),
+        Mode::Measure(args) => audit::measure(&args),
     }
 }

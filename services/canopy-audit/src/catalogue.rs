@@ -205,7 +205,9 @@ pub struct CheckDef {
     pub pss_level: PssLevel,
 }
 
-/// Every kind that carries a pod spec ("W" in `CHECKS.md`).
+/// Every kind that carries a pod spec ("W" in `CHECKS.md`): the kinds whose pod spec the
+/// upstream Pod Security admission evaluates (`DefaultPodSpecExtractor` in
+/// `pod-security-admission/admission/admission.go`), `PodTemplate` included.
 pub const WORKLOAD_KINDS: &[&str] = &[
     "Pod",
     "Deployment",
@@ -215,6 +217,7 @@ pub const WORKLOAD_KINDS: &[&str] = &[
     "Job",
     "CronJob",
     "ReplicationController",
+    "PodTemplate",
 ];
 
 const W: &[&str] = WORKLOAD_KINDS;
@@ -227,6 +230,7 @@ const W_SA: &[&str] = &[
     "Job",
     "CronJob",
     "ReplicationController",
+    "PodTemplate",
     "ServiceAccount",
 ];
 const W_NETPOL: &[&str] = &[
@@ -238,6 +242,7 @@ const W_NETPOL: &[&str] = &[
     "Job",
     "CronJob",
     "ReplicationController",
+    "PodTemplate",
     "NetworkPolicy",
 ];
 const BINDINGS: &[&str] = &["RoleBinding", "ClusterRoleBinding", "Role", "ClusterRole"];

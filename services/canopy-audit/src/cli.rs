@@ -1,5 +1,10 @@
 //! The `canopyctl audit` command: arguments, the run loop over manifests, and the exit code.
 //!
+//! Inputs are read one document at a time ([`crate::manifest`]). `json` and `sarif` reports are
+//! written as the audit goes ([`crate::report::StreamWriter`]): per-object findings in input
+//! order, then the cross-object ones, so neither inputs nor findings accumulate in memory.
+//! `text` is for people: it is sorted by namespace, kind and name and grouped per object.
+//!
 //! Exit codes:
 //! - `0` ([`EXIT_OK`]): every input was read; no finding reached `--fail-on` (or no `--fail-on`);
 //! - `1` ([`EXIT_FINDINGS`]): a finding's severity is at or above `--fail-on`;
@@ -15,7 +20,7 @@ use crate::catalogue::Severity;
 use crate::engine::Auditor;
 use crate::manifest;
 use crate::policy::{LevelFilter, Policy};
-use crate::report::{self, Format, LoadError, LocatedFinding, Report};
+use crate::report::{self, Format, LoadError, LocatedFinding, Report, StreamWriter};
 
 /// No finding reached `--fail-on` and every input was read.
 pub const EXIT_OK: i32 = 0;
@@ -127,6 +132,9 @@ pub fn run(args: &AuditArgs, stdout: &mut impl Write, stderr: &mut impl Write) -
             return EXIT_ERROR;
         }
     };
+    if matches!(args.format, Format::Json | Format::Sarif) {
+        return run_streamed(args, auditor, stdout, stderr);
+    }
     let mut report = Report::default();
     for doc in manifest::load_paths(&args.paths) {
         match doc.value {
@@ -176,6 +184,60 @@ pub fn run(args: &AuditArgs, stdout: &mut impl Write, stderr: &mut impl Write) -
         return EXIT_ERROR;
     }
     exit_code(&report, args.fail_on)
+}
+
+/// JSON and SARIF: each finding is written as soon as the engine reports it (per-object
+/// findings in input order, then the cross-object ones), so memory does not grow with the
+/// number of findings either.
+fn run_streamed(
+    args: &AuditArgs,
+    mut auditor: Auditor<Origin>,
+    stdout: &mut impl Write,
+    stderr: &mut impl Write,
+) -> i32 {
+    let mut out = BufWriter::with_capacity(1 << 16, stdout);
+    let mut errors: Vec<LoadError> = Vec::new();
+    let severities = auditor.severities();
+    let written = (|| -> std::io::Result<Option<Severity>> {
+        let mut w = StreamWriter::begin(args.format, &mut out, &severities)?;
+        for doc in manifest::load_paths(&args.paths) {
+            match doc.value {
+                Ok(value) => {
+                    for f in auditor.add_tagged(&value, (doc.source.clone(), doc.line)) {
+                        w.finding(&f, Some(&doc.source), Some(doc.line))?;
+                    }
+                }
+                Err(e) => {
+                    let _ = writeln!(stderr, "canopyctl audit: {e}");
+                    errors.push(LoadError::from(&e));
+                }
+            }
+        }
+        let objects = auditor.objects();
+        let mut failed = Ok(());
+        auditor.finish_each(|f, (file, line)| {
+            if failed.is_ok() {
+                failed = w.finding(&f, Some(&file), Some(line));
+            }
+        });
+        failed?;
+        let worst = w.max_severity();
+        w.finish(objects, &errors)?;
+        Ok(worst)
+    })()
+    .and_then(|worst| out.flush().map(|()| worst));
+    match written {
+        Err(e) => {
+            drop(out);
+            let _ = writeln!(stderr, "canopyctl audit: cannot write the report: {e}");
+            EXIT_ERROR
+        }
+        Ok(_) if !errors.is_empty() => EXIT_ERROR,
+        Ok(worst) => match (args.fail_on, worst) {
+            (Some(threshold), Some(worst)) if worst >= threshold => EXIT_FINDINGS,
+            _ => EXIT_OK,
+        },
+    }
 }
 
 /// The exit code of a finished audit (see the module documentation).

@@ -7,12 +7,15 @@
 //! - [`manifest`]: reading YAML/JSON manifests (the only module with I/O besides [`cli`]).
 //! - [`report`]: text, JSON and SARIF output.
 //! - [`cli`]: the `canopyctl audit` command.
+//! - `generate` (feature `generate`): realistic generated objects for benchmarks.
 #![forbid(unsafe_code)]
 
 pub mod catalogue;
 pub mod cli;
 mod engine;
 mod finding;
+#[cfg(feature = "generate")]
+pub mod generate;
 pub mod manifest;
 mod policy;
 pub mod report;

@@ -1,16 +1,17 @@
 //! Reading Kubernetes manifests (the I/O half of `canopyctl audit`): YAML and JSON files,
-//! multi-document YAML, `List` expansion, directories, stdin — streamed file by file.
+//! multi-document YAML, `List` expansion, directories, stdin — streamed document by document.
 //!
-//! [`load_paths`] returns an iterator that holds at most one file's text at a time and parses
-//! one document at a time, so peak memory does not grow with the number of input files. A
-//! malformed document yields a [`ManifestError`] naming the file and line and the iterator goes
-//! on with the next document (YAML) or the next file (JSON, whose stream cannot resynchronise).
+//! [`load_paths`] returns an iterator that reads one file (or stdin) at a time, line by line, and
+//! holds at most one document's text at a time: peak memory is bounded by the largest document,
+//! not by the number or the total size of the inputs. A malformed document yields a
+//! [`ManifestError`] naming the file and line, and the iterator goes on with the next document
+//! (the next `---` in YAML, the next top-level value in JSON) and the next file.
 //!
 //! Only Kubernetes objects are yielded: documents that are not mappings with a string `kind`
 //! (Helm values, `package.json`, CI workflows found while walking a directory) are skipped.
 
 use std::collections::VecDeque;
-use std::io::Read;
+use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -111,7 +112,11 @@ impl Documents {
     pub fn from_text(source: &str, text: String, json: bool) -> Documents {
         Documents {
             stack: Vec::new(),
-            current: Some(OpenFile::new(Arc::from(source), text, json)),
+            current: Some(OpenFile::new(
+                Arc::from(source),
+                Box::new(std::io::Cursor::new(text.into_bytes())),
+                Some(json),
+            )),
         }
     }
 }
@@ -129,14 +134,9 @@ impl Iterator for Documents {
             }
             match self.stack.pop()? {
                 Input::Explicit(p) if p.as_os_str() == "-" => {
-                    let mut text = String::new();
-                    match std::io::stdin().read_to_string(&mut text) {
-                        Ok(_) => {
-                            let json = looks_like_json(&text);
-                            self.current = Some(OpenFile::new(Arc::from("-"), text, json));
-                        }
-                        Err(e) => return Some(io_error("-", &e)),
-                    }
+                    // JSON or YAML, decided by the first byte of the stream.
+                    let stdin = Box::new(std::io::stdin().lock());
+                    self.current = Some(OpenFile::new(Arc::from("-"), stdin, None));
                 }
                 Input::Explicit(p) | Input::Found(p) => {
                     let opened = if p.is_dir() {
@@ -171,10 +171,6 @@ fn manifest_extension(p: &Path) -> bool {
     )
 }
 
-fn looks_like_json(text: &str) -> bool {
-    matches!(text.trim_start().as_bytes().first(), Some(b'{' | b'['))
-}
-
 impl Documents {
     /// Pushes a directory's manifest files and subdirectories, in name order.
     fn push_dir(&mut self, dir: &Path) -> Result<(), Document> {
@@ -204,51 +200,73 @@ impl Documents {
 
     fn open(&mut self, path: &Path) -> Result<(), Document> {
         let name = path.display().to_string();
-        let bytes = std::fs::read(path).map_err(|e| io_error(&name, &e))?;
-        let text = String::from_utf8(bytes).map_err(|_| Document {
-            source: Arc::from(name.as_str()),
-            line: 0,
-            value: Err(ManifestError::Io {
-                file: name.clone(),
-                message: "not valid UTF-8".to_owned(),
-            }),
-        })?;
+        let file = std::fs::File::open(path).map_err(|e| io_error(&name, &e))?;
         let json = match path.extension().and_then(|e| e.to_str()) {
-            Some("json") => true,
-            Some("yaml" | "yml") => false,
-            _ => looks_like_json(&text),
+            Some("json") => Some(true),
+            Some("yaml" | "yml") => Some(false),
+            _ => None,
         };
-        self.current = Some(OpenFile::new(Arc::from(name.as_str()), text, json));
+        let reader = Box::new(std::io::BufReader::with_capacity(1 << 16, file));
+        self.current = Some(OpenFile::new(Arc::from(name.as_str()), reader, json));
         Ok(())
     }
 }
 
 // === impl OpenFile ===
 
-/// The file being read: its text, how far the parser got, and the items of a `List` document
-/// waiting to be yielded.
+/// The input being read: its reader, the document being gathered, and the documents (items of
+/// a `List`, errors) waiting to be yielded.
 struct OpenFile {
     source: Arc<str>,
-    text: String,
-    json: bool,
-    /// Byte offset of the next document.
-    pos: usize,
-    /// 1-based line number at `pos`.
-    line: usize,
+    reader: Box<dyn BufRead>,
+    /// JSON or YAML; `None` until the first non-blank byte decides (`{` or `[` is JSON).
+    json: Option<bool>,
+    /// The line just read (reused).
+    line_buf: String,
+    /// 1-based number of the next line to read.
+    next_line: usize,
     done: bool,
     queue: VecDeque<Document>,
+    yaml: YamlDoc,
+    json_doc: JsonDoc,
+}
+
+/// The YAML document being gathered, line by line, up to the next `---` or `...` line.
+#[derive(Default)]
+struct YamlDoc {
+    text: String,
+    /// Line of the first line of `text`.
+    start_line: usize,
+    /// Line of the first content line (what findings point at).
+    content_line: Option<usize>,
+    /// Line of the last content line.
+    last_line: usize,
+}
+
+/// The JSON value being gathered: the text from its first byte, with a scanner that finds where
+/// the top-level value ends (braces and brackets outside strings).
+#[derive(Default)]
+struct JsonDoc {
+    text: String,
+    /// Line of the value's first byte.
+    start_line: usize,
+    depth: usize,
+    in_string: bool,
+    escaped: bool,
 }
 
 impl OpenFile {
-    fn new(source: Arc<str>, text: String, json: bool) -> OpenFile {
+    fn new(source: Arc<str>, reader: Box<dyn BufRead>, json: Option<bool>) -> OpenFile {
         OpenFile {
             source,
-            text,
+            reader,
             json,
-            pos: 0,
-            line: 1,
+            line_buf: String::new(),
+            next_line: 1,
             done: false,
             queue: VecDeque::new(),
+            yaml: YamlDoc::default(),
+            json_doc: JsonDoc::default(),
         }
     }
 
@@ -260,11 +278,7 @@ impl OpenFile {
             if self.done {
                 return None;
             }
-            if self.json {
-                self.next_json();
-            } else {
-                self.next_yaml();
-            }
+            self.step();
         }
     }
 
@@ -276,31 +290,117 @@ impl OpenFile {
         }
     }
 
-    /// Parses the next YAML document (documents are split on `---` lines first, so that a
-    /// syntax error in one does not hide the others).
-    fn next_yaml(&mut self) {
-        let Some(chunk) = next_yaml_chunk(&self.text, self.pos, self.line) else {
-            self.done = true;
+    /// Reads one line and feeds it to the YAML or JSON gatherer; at the end of the input,
+    /// flushes the last document.
+    fn step(&mut self) {
+        self.line_buf.clear();
+        let read = self.reader.read_line(&mut self.line_buf);
+        let line = self.next_line;
+        match read {
+            Ok(0) => {
+                self.done = true;
+                match self.json {
+                    Some(true) => self.json_end(),
+                    _ => self.yaml_flush(),
+                }
+            }
+            Ok(_) => {
+                self.next_line += 1;
+                if self.json.is_none() {
+                    match self.line_buf.trim_start().as_bytes().first() {
+                        Some(b'{' | b'[') => self.json = Some(true),
+                        Some(_) => self.json = Some(false),
+                        None => {}
+                    }
+                }
+                if self.json == Some(true) {
+                    self.json_line(line);
+                } else {
+                    self.yaml_line(line);
+                }
+            }
+            Err(e) => {
+                self.done = true;
+                let message = if e.kind() == std::io::ErrorKind::InvalidData {
+                    format!("line {line}: not valid UTF-8")
+                } else {
+                    format!("cannot read line {line}: {e}")
+                };
+                let err = ManifestError::Io {
+                    file: self.source.to_string(),
+                    message,
+                };
+                let doc = self.error(line, err);
+                self.queue.push_back(doc);
+            }
+        }
+    }
+
+    // --- YAML ---
+
+    /// Adds a line to the YAML document; a `---` or `...` line ends a document that has
+    /// content (documents are split before parsing, so that a syntax error in one does not
+    /// hide the others).
+    fn yaml_line(&mut self, n: usize) {
+        let l = self.line_buf.trim_end_matches(['\n', '\r']);
+        let marker = |m: &str| {
+            l.strip_prefix(m)
+                .is_some_and(|after| after.is_empty() || after.starts_with([' ', '\t']))
+        };
+        if marker("---") {
+            let inline = l[3..].trim_start();
+            let inline = !inline.is_empty() && !inline.starts_with('#');
+            self.yaml_flush();
+            // The marker line starts the next document (an empty document is dropped).
+            let doc = &mut self.yaml;
+            doc.text.clear();
+            doc.text.push_str(&self.line_buf);
+            doc.start_line = n;
+            doc.content_line = inline.then_some(n);
+            doc.last_line = n;
+        } else if marker("...") {
+            self.yaml_flush();
+            self.yaml.text.clear();
+            self.yaml.start_line = n + 1;
+        } else {
+            let t = l.trim_start();
+            let content = !t.is_empty() && !t.starts_with('#') && !t.starts_with('%');
+            let doc = &mut self.yaml;
+            if doc.text.is_empty() {
+                doc.start_line = n;
+            }
+            doc.text.push_str(&self.line_buf);
+            if content {
+                doc.content_line.get_or_insert(n);
+                doc.last_line = n;
+            }
+        }
+    }
+
+    /// Parses the gathered YAML document, if it has content, and starts an empty one.
+    fn yaml_flush(&mut self) {
+        let doc = std::mem::take(&mut self.yaml);
+        let Some(content_line) = doc.content_line else {
+            // Keep the buffer's allocation for the next document.
+            self.yaml.text = doc.text;
+            self.yaml.text.clear();
             return;
         };
-        self.pos = chunk.next_pos;
-        self.line = chunk.next_line;
-        let text = &self.text[chunk.start..chunk.end];
-        match serde_yaml::from_str::<Value>(text) {
-            Ok(value) => self.push_object(value, chunk.content_line),
+        match serde_yaml::from_str::<Value>(&doc.text) {
+            Ok(value) => self.push_object(value, content_line),
             Err(e) => {
                 // An error found at the end of the document (an unclosed bracket or quote)
                 // is reported at its last line rather than at the next document's `---`.
                 let (line, column) = match e.location() {
                     Some(loc) => {
-                        let line = chunk.start_line + loc.line().saturating_sub(1);
-                        if line > chunk.last_line {
-                            (chunk.last_line, 0)
+                        let line = doc.start_line + loc.line().saturating_sub(1);
+                        if line > doc.last_line {
+                            (doc.last_line, 0)
                         } else {
                             (line, loc.column())
                         }
                     }
-                    None => (chunk.content_line, 0),
+                    None => (content_line, 0),
                 };
                 let err = ManifestError::Yaml {
                     file: self.source.to_string(),
@@ -312,25 +412,78 @@ impl OpenFile {
                 self.queue.push_back(doc);
             }
         }
+        self.yaml.text = doc.text;
+        self.yaml.text.clear();
     }
 
-    /// Parses the next value of a JSON stream (one object, or several concatenated).
-    fn next_json(&mut self) {
-        let rest = &self.text[self.pos..];
-        let skipped = rest.len() - rest.trim_start().len();
-        let start_line = self.line + count_lines(&rest[..skipped]);
-        let mut stream = serde_json::Deserializer::from_str(rest).into_iter::<Value>();
-        match stream.next() {
-            None => self.done = true,
-            Some(Ok(value)) => {
-                let end = stream.byte_offset();
-                self.line += count_lines(&rest[..end]);
-                self.pos += end;
-                self.push_object(value, start_line);
+    // --- JSON ---
+
+    /// Adds a line to the JSON value being gathered; parses every value the line completes.
+    fn json_line(&mut self, n: usize) {
+        let line = std::mem::take(&mut self.line_buf);
+        let mut rest: &str = &line;
+        while !rest.is_empty() && !self.done {
+            if self.json_doc.text.is_empty() {
+                // Between values: skip blanks; anything but `{` or `[` cannot start an object.
+                let trimmed = rest.trim_start();
+                let Some(first) = trimmed.chars().next() else {
+                    break;
+                };
+                if first != '{' && first != '[' {
+                    let err = ManifestError::Json {
+                        file: self.source.to_string(),
+                        line: n,
+                        column: line.len() - trimmed.len() + 1,
+                        message: format!("expected a JSON object or array, found {first:?}"),
+                    };
+                    let doc = self.error(n, err);
+                    self.queue.push_back(doc);
+                    // The stream cannot be resynchronised after a stray token.
+                    self.done = true;
+                    break;
+                }
+                self.json_doc.start_line = n;
+                rest = trimmed;
             }
-            Some(Err(e)) => {
-                self.done = true;
-                let line = self.line + e.line().saturating_sub(1);
+            match self.json_doc.scan(rest) {
+                // A value within one line (NDJSON, `kubectl -o json` lines): parsed in place.
+                Some(end) if self.json_doc.text.is_empty() => {
+                    let start_line = self.json_doc.start_line;
+                    self.json_parse(&rest[..end], start_line);
+                    rest = &rest[end..];
+                    self.json_doc.reset();
+                }
+                Some(end) => {
+                    self.json_doc.text.push_str(&rest[..end]);
+                    rest = &rest[end..];
+                    let text = std::mem::take(&mut self.json_doc.text);
+                    self.json_parse(&text, self.json_doc.start_line);
+                    self.json_doc.text = text;
+                    self.json_doc.reset();
+                }
+                None => {
+                    self.json_doc.text.push_str(rest);
+                    rest = "";
+                }
+            }
+        }
+        self.line_buf = line;
+    }
+
+    /// At the end of the input: a value still open is parsed for its error message.
+    fn json_end(&mut self) {
+        if !self.json_doc.text.trim().is_empty() {
+            let text = std::mem::take(&mut self.json_doc.text);
+            self.json_parse(&text, self.json_doc.start_line);
+        }
+    }
+
+    /// Parses one JSON value that starts at `start_line`.
+    fn json_parse(&mut self, text: &str, start_line: usize) {
+        match serde_json::from_str::<Value>(text) {
+            Ok(value) => self.push_object(value, start_line),
+            Err(e) => {
+                let line = start_line + e.line().saturating_sub(1);
                 let err = ManifestError::Json {
                     file: self.source.to_string(),
                     line,
@@ -386,104 +539,64 @@ impl OpenFile {
     }
 }
 
+impl JsonDoc {
+    /// Ready for the next value (keeping the text's allocation).
+    fn reset(&mut self) {
+        self.text.clear();
+        self.depth = 0;
+        self.in_string = false;
+        self.escaped = false;
+    }
+
+    /// Scans `more` (the continuation of the value): returns the length of `more` up to and
+    /// including the byte that closes the top-level value, or `None` if it is still open.
+    fn scan(&mut self, more: &str) -> Option<usize> {
+        let bytes = more.as_bytes();
+        let mut i = 0;
+        if self.escaped {
+            self.escaped = false;
+            i += 1;
+        }
+        while i < bytes.len() {
+            if self.in_string {
+                // Most of a manifest is string contents: jump to the next quote or backslash.
+                let rest = bytes.get(i..).unwrap_or_default();
+                let j = memchr::memchr2(b'"', b'\\', rest)?;
+                i += j + 1;
+                if rest.get(j) == Some(&b'\\') {
+                    if i < bytes.len() {
+                        i += 1;
+                    } else {
+                        self.escaped = true;
+                    }
+                } else {
+                    self.in_string = false;
+                }
+                continue;
+            }
+            match bytes.get(i) {
+                Some(b'"') => self.in_string = true,
+                Some(b'{' | b'[') => self.depth += 1,
+                Some(b'}' | b']') => {
+                    self.depth = self.depth.saturating_sub(1);
+                    if self.depth == 0 {
+                        return Some(i + 1);
+                    }
+                }
+                _ => {}
+            }
+            i += 1;
+        }
+        None
+    }
+}
+
 /// Removes serde's ` at line L column C` suffix (we report our own, absolute position).
 fn strip_position(message: &str) -> String {
     match message.find(" at line ") {
         Some(i) => message[..i].to_owned(),
         None => message.to_owned(),
     }
-}
-
-fn count_lines(s: &str) -> usize {
-    s.bytes().filter(|&b| b == b'\n').count()
-}
-
-/// One YAML document's span in the file.
-struct Chunk {
-    start: usize,
-    end: usize,
-    /// Line of `start`.
-    start_line: usize,
-    /// Line of the first content line (what findings point at).
-    content_line: usize,
-    /// Line of the last content line.
-    last_line: usize,
-    next_pos: usize,
-    next_line: usize,
-}
-
-/// Finds the next document from `pos`: up to the next `---` line (or `...` end marker) once
-/// the document has content. Returns `None` when only blank lines, comments and directives
-/// remain.
-fn next_yaml_chunk(text: &str, pos: usize, line: usize) -> Option<Chunk> {
-    let mut start = pos;
-    let mut start_line = line;
-    let mut content_line = None;
-    let mut last_line = line;
-    let mut offset = pos;
-    let mut n = line;
-    while offset < text.len() {
-        let rest = &text[offset..];
-        let len = rest.find('\n').map_or(rest.len(), |i| i + 1);
-        let raw = &rest[..len];
-        let l = raw.trim_end_matches(['\n', '\r']);
-        let marker = |m: &str| {
-            l.strip_prefix(m)
-                .is_some_and(|after| after.is_empty() || after.starts_with([' ', '\t']))
-        };
-        if marker("---") {
-            if let Some(content_line) = content_line {
-                return Some(Chunk {
-                    start,
-                    end: offset,
-                    start_line,
-                    content_line,
-                    last_line,
-                    next_pos: offset,
-                    next_line: n,
-                });
-            }
-            // An empty document before this one is dropped: restart here.
-            start = offset;
-            start_line = n;
-            let inline = l[3..].trim_start();
-            if !inline.is_empty() && !inline.starts_with('#') {
-                content_line = Some(n);
-                last_line = n;
-            }
-        } else if marker("...") {
-            if let Some(content_line) = content_line {
-                return Some(Chunk {
-                    start,
-                    end: offset,
-                    start_line,
-                    content_line,
-                    last_line,
-                    next_pos: offset + len,
-                    next_line: n + 1,
-                });
-            }
-            start = offset + len;
-            start_line = n + 1;
-        } else {
-            let t = l.trim_start();
-            if !t.is_empty() && !t.starts_with('#') && !t.starts_with('%') {
-                content_line.get_or_insert(n);
-                last_line = n;
-            }
-        }
-        offset += len;
-        n += 1;
-    }
-    content_line.map(|content_line| Chunk {
-        start,
-        end: text.len(),
-        start_line,
-        content_line,
-        last_line,
-        next_pos: text.len(),
-        next_line: n,
-    })
 }
 
 #[cfg(test)]
@@ -555,11 +668,91 @@ mod tests {
     fn json_stream_and_error() {
         let text = "{\"kind\":\"A\"}\n\n{\"kind\":\"B\"}\n{\"kind\": oops}\n{\"kind\":\"D\"}";
         let d = docs(text, true);
-        assert_eq!(d.len(), 3);
+        assert_eq!(d.len(), 4);
         assert_eq!(d[0].line, 1);
         assert_eq!(d[1].line, 3);
         let e = d[2].value.as_ref().unwrap_err();
         assert_eq!(e.line(), Some(4), "{e}");
+        // The scanner found where the bad value ends: the next one is still read.
+        assert_eq!(d[3].value.as_ref().unwrap()["kind"], "D");
+        assert_eq!(d[3].line, 5);
+    }
+
+    #[test]
+    fn json_values_split_anywhere() {
+        // Several values on one line, one value over several lines, braces inside strings.
+        let text =
+            "{\"kind\":\"A\",\"s\":\"}{\\\"\"}{\"kind\":\n\"B\"\n}\n\n  [1]\n{\"kind\":\"C\"}";
+        let d = docs(text, true);
+        let got: Vec<(usize, String)> = d
+            .iter()
+            .map(|d| {
+                let v = d.value.as_ref().unwrap();
+                (d.line, v["kind"].as_str().unwrap().to_owned())
+            })
+            .collect();
+        assert_eq!(got, vec![(1, "A".into()), (1, "B".into()), (6, "C".into())]);
+        assert_eq!(d[0].value.as_ref().unwrap()["s"], "}{\"");
+    }
+
+    #[test]
+    fn json_stray_token_stops_the_stream() {
+        let d = docs("{\"kind\":\"A\"}\n  oops\n{\"kind\":\"B\"}\n", true);
+        assert_eq!(d.len(), 2);
+        let e = d[1].value.as_ref().unwrap_err();
+        assert_eq!(e.line(), Some(2), "{e}");
+        assert!(e.to_string().contains(":2:3:"), "{e}");
+    }
+
+    #[test]
+    fn unclosed_json_reports_its_error() {
+        let d = docs("{\"kind\":\"A\"}\n{\"kind\":\n\"B\",\n", true);
+        assert_eq!(d.len(), 2);
+        let e = d[1].value.as_ref().unwrap_err();
+        assert!(matches!(e.line(), Some(2..=4)), "{e}");
+    }
+
+    #[test]
+    fn format_is_sniffed_when_unknown() {
+        let mut json = Documents {
+            stack: Vec::new(),
+            current: Some(OpenFile::new(
+                Arc::from("-"),
+                Box::new(std::io::Cursor::new(b"\n  {\"kind\": \"A\"}".to_vec())),
+                None,
+            )),
+        };
+        let d = json.next().unwrap();
+        assert_eq!(d.value.unwrap()["kind"], "A");
+        assert_eq!(d.line, 2);
+        let mut yaml = Documents {
+            stack: Vec::new(),
+            current: Some(OpenFile::new(
+                Arc::from("-"),
+                Box::new(std::io::Cursor::new(
+                    b"# c\nkind: A\n---\nkind: B\n".to_vec(),
+                )),
+                None,
+            )),
+        };
+        assert_eq!(yaml.next().unwrap().line, 2);
+        assert_eq!(yaml.next().unwrap().value.unwrap()["kind"], "B");
+    }
+
+    #[test]
+    fn invalid_utf8_is_an_error_naming_the_line() {
+        let mut d = Documents {
+            stack: Vec::new(),
+            current: Some(OpenFile::new(
+                Arc::from("f.yaml"),
+                Box::new(std::io::Cursor::new(b"kind: A\n---\nkind: \xff\n".to_vec())),
+                Some(false),
+            )),
+        };
+        assert_eq!(d.next().unwrap().value.unwrap()["kind"], "A");
+        let e = d.next().unwrap().value.unwrap_err();
+        assert!(e.to_string().contains("line 3"), "{e}");
+        assert!(d.next().is_none());
     }
 
     #[test]

@@ -1,10 +1,11 @@
 //! Rendering an audit: readable text grouped per resource, one JSON object, or SARIF 2.1.0.
 
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::io::{self, Write};
 use std::sync::Arc;
 
 use serde::Serialize;
-use serde::ser::{SerializeSeq, Serializer};
 
 use crate::catalogue::{CATALOGUE, CheckDef, Severity};
 use crate::finding::{Finding, ResourceRef};
@@ -58,15 +59,59 @@ pub struct Report {
     pub errors: Vec<LoadError>,
 }
 
+/// What [`Report::sort`] ranks objects by.
+fn resource_key(r: &ResourceRef) -> (Option<&str>, &str, &str) {
+    (r.namespace.as_deref(), r.kind.as_str(), r.name.as_str())
+}
+
 impl Report {
     /// Sorts the findings deterministically: namespace, kind, name, check, path, then file and
-    /// line (stable).
+    /// line (the order of [`Finding::order`], stable).
+    ///
+    /// The findings of one object share its [`ResourceRef`]; objects are ranked once by
+    /// (namespace, kind, name) and the findings then sorted by rank, so that the sort compares
+    /// integers instead of the three strings of every pair.
     pub fn sort(&mut self) {
-        self.findings.sort_by(|a, b| {
-            Finding::order(&a.finding, &b.finding)
+        let mut ranks: HashMap<*const ResourceRef, u32> = HashMap::new();
+        let mut resources: Vec<&ResourceRef> = Vec::new();
+        for lf in &self.findings {
+            if let Entry::Vacant(e) = ranks.entry(Arc::as_ptr(&lf.finding.resource)) {
+                e.insert(0);
+                resources.push(&lf.finding.resource);
+            }
+        }
+        resources.sort_by(|a, b| resource_key(a).cmp(&resource_key(b)));
+        // Equal (namespace, kind, name) get equal ranks, whichever object they came from.
+        let mut rank = 0u32;
+        let mut previous: Option<&ResourceRef> = None;
+        for r in resources {
+            if previous.is_some_and(|p| resource_key(p) != resource_key(r)) {
+                rank += 1;
+            }
+            ranks.insert(r, rank);
+            previous = Some(r);
+        }
+        let mut keyed: Vec<(u32, LocatedFinding)> = self
+            .findings
+            .drain(..)
+            .map(|lf| {
+                let rank = ranks
+                    .get(&Arc::as_ptr(&lf.finding.resource))
+                    .copied()
+                    .unwrap_or(u32::MAX);
+                (rank, lf)
+            })
+            .collect();
+        keyed.sort_by(|(ra, a), (rb, b)| {
+            let (fa, fb) = (&a.finding, &b.finding);
+            ra.cmp(rb)
+                .then_with(|| fa.check.cmp(fb.check))
+                .then_with(|| fa.path.cmp(&fb.path))
+                .then_with(|| Finding::order(fa, fb))
                 .then_with(|| a.file.cmp(&b.file))
                 .then_with(|| a.line.cmp(&b.line))
         });
+        self.findings.extend(keyed.into_iter().map(|(_, lf)| lf));
     }
 
     /// Finding counts as `[critical, high, medium, low]`.
@@ -92,7 +137,9 @@ impl Report {
     }
 }
 
-/// Writes the report in `format`. `color` only affects [`Format::Text`].
+/// Writes the report in `format`. `color` only affects [`Format::Text`]. JSON and SARIF list
+/// the findings in the report's order; rule severities come from the findings (a check without
+/// findings shows its catalogue severity).
 pub fn write(report: &Report, format: Format, w: &mut impl Write, color: bool) -> io::Result<()> {
     match format {
         Format::Text => write_text(report, w, color),
@@ -195,79 +242,310 @@ fn plural(n: usize) -> &'static str {
 // === json ===
 
 #[derive(Serialize)]
-struct JsonFinding<'a> {
-    check: &'a str,
-    severity: Severity,
-    standards: &'a [&'a str],
-    resource: &'a ResourceRef,
-    path: &'a str,
-    message: &'a str,
-    remediation: &'a str,
-}
-
-struct JsonFindings<'a>(&'a [LocatedFinding]);
-
-impl Serialize for JsonFindings<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut seq = s.serialize_seq(Some(self.0.len()))?;
-        for lf in self.0 {
-            let f = &lf.finding;
-            seq.serialize_element(&JsonFinding {
-                check: f.check,
-                severity: f.severity,
-                standards: f.standards,
-                resource: &f.resource,
-                path: &f.path,
-                message: &f.message,
-                remediation: f.remediation,
-            })?;
-        }
-        seq.end()
-    }
-}
-
-#[derive(Serialize)]
 struct BySeverity {
-    critical: usize,
-    high: usize,
-    medium: usize,
-    low: usize,
+    critical: u64,
+    high: u64,
+    medium: u64,
+    low: u64,
 }
 
 #[derive(Serialize)]
 struct Summary<'a> {
     objects: u64,
-    findings: usize,
+    findings: u64,
     by_severity: BySeverity,
     errors: &'a [LoadError],
-}
-
-#[derive(Serialize)]
-struct JsonReport<'a> {
-    findings: JsonFindings<'a>,
-    summary: Summary<'a>,
 }
 
 /// Exactly one JSON object:
 /// `{"findings":[{"check","severity","standards","resource":{"apiVersion","kind","namespace","name"},"path","message","remediation"}],"summary":{"objects","findings","by_severity":{…},"errors":[{"file","line","message"}]}}`.
 pub fn write_json(report: &Report, w: &mut impl Write) -> io::Result<()> {
-    let [critical, high, medium, low] = report.by_severity();
-    let doc = JsonReport {
-        findings: JsonFindings(&report.findings),
-        summary: Summary {
-            objects: report.objects,
-            findings: report.findings.len(),
-            by_severity: BySeverity {
-                critical,
-                high,
-                medium,
-                low,
+    let mut s = StreamWriter::begin(Format::Json, w, &severities_of(report))?;
+    for lf in &report.findings {
+        s.finding(&lf.finding, lf.file.as_deref(), lf.line)?;
+    }
+    s.finish(report.objects, &report.errors)
+}
+
+/// The severity of each check as the findings carry it (the catalogue's when none does).
+fn severities_of(report: &Report) -> Vec<Severity> {
+    let mut sev: Vec<Severity> = CATALOGUE.iter().map(|c| c.severity).collect();
+    let mut seen = vec![false; sev.len()];
+    for lf in &report.findings {
+        if let Some(i) = lf.finding.check_id().map(|c| c as usize)
+            && let (Some(slot), Some(done)) = (sev.get_mut(i), seen.get_mut(i))
+            && !*done
+        {
+            *slot = lf.finding.severity;
+            *done = true;
+        }
+    }
+    sev
+}
+
+// === streaming ===
+
+/// Writes a JSON or SARIF report finding by finding, as the audit produces them, so that an
+/// audit of any size holds no finding in memory: [`StreamWriter::begin`], then
+/// [`StreamWriter::finding`] for each, then [`StreamWriter::finish`] with the counts and errors.
+///
+/// The fields that repeat on every finding (the check's standards and remediation, the object's
+/// reference) are serialised once and copied afterwards.
+pub struct StreamWriter<'w, W: Write> {
+    w: &'w mut W,
+    format: Format,
+    findings: u64,
+    by_severity: [u64; 4],
+    max_severity: Option<Severity>,
+    /// JSON: the serialised `"resource":{…}` of the last object.
+    last_resource: Option<(*const ResourceRef, String)>,
+    /// Per check: `"check":…,"severity":…,"standards":[…]` for the last standards/severity seen.
+    check_head: Vec<Option<(usize, Severity, String)>>,
+    /// Per check: the serialised `"remediation":"…"`.
+    remediation: Vec<String>,
+    /// SARIF: the message being written (reused).
+    scratch: String,
+}
+
+impl<'w, W: Write> StreamWriter<'w, W> {
+    /// Writes everything that precedes the findings. `severity` is the effective severity of
+    /// every check, in [`CATALOGUE`] order (SARIF rules show it).
+    pub fn begin(format: Format, w: &'w mut W, severity: &[Severity]) -> io::Result<Self> {
+        match format {
+            Format::Json => w.write_all(b"{\"findings\":[")?,
+            Format::Sarif => {
+                let rules: Vec<Rule> = CATALOGUE
+                    .iter()
+                    .enumerate()
+                    .map(|(i, def)| rule(def, severity.get(i).copied().unwrap_or(def.severity)))
+                    .collect();
+                let tool = Tool {
+                    driver: Driver {
+                        name: "canopy",
+                        version: env!("CARGO_PKG_VERSION"),
+                        information_uri: "https://kubernetes.io/docs/concepts/security/pod-security-standards/",
+                        rules,
+                    },
+                };
+                write!(
+                    w,
+                    "{{\"$schema\":\"{SARIF_SCHEMA}\",\"version\":\"2.1.0\",\"runs\":[{{\"tool\":"
+                )?;
+                serde_json::to_writer(&mut *w, &tool).map_err(io::Error::other)?;
+                w.write_all(b",\"results\":[")?;
+            }
+            Format::Text => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "text reports are not streamed",
+                ));
+            }
+        }
+        let remediation = CATALOGUE
+            .iter()
+            .map(|c| json_field("remediation", c.remediation))
+            .collect();
+        Ok(StreamWriter {
+            w,
+            format,
+            findings: 0,
+            by_severity: [0; 4],
+            max_severity: None,
+            last_resource: None,
+            check_head: vec![None; CATALOGUE.len()],
+            remediation,
+            scratch: String::new(),
+        })
+    }
+
+    /// Writes one finding, located at `line` of `file` (the document's first line).
+    pub fn finding(
+        &mut self,
+        f: &Finding,
+        file: Option<&str>,
+        line: Option<usize>,
+    ) -> io::Result<()> {
+        if self.findings > 0 {
+            self.w.write_all(b",")?;
+        }
+        self.findings += 1;
+        let slot = match f.severity {
+            Severity::Critical => 0,
+            Severity::High => 1,
+            Severity::Medium => 2,
+            Severity::Low => 3,
+        };
+        if let Some(c) = self.by_severity.get_mut(slot) {
+            *c += 1;
+        }
+        self.max_severity = self.max_severity.max(Some(f.severity));
+        match self.format {
+            Format::Sarif => self.sarif_result(f, file, line),
+            _ => self.json_finding(f),
+        }
+    }
+
+    fn json_finding(&mut self, f: &Finding) -> io::Result<()> {
+        let index = f.check_id().map(|c| c as usize);
+        let head = index.and_then(|i| self.check_head.get_mut(i));
+        let standards_key = f.standards.as_ptr() as usize;
+        match head {
+            Some(Some((key, sev, text))) if *key == standards_key && *sev == f.severity => {
+                self.w.write_all(text.as_bytes())?;
+            }
+            Some(slot) => {
+                let text = json_head(f)?;
+                self.w.write_all(text.as_bytes())?;
+                *slot = Some((standards_key, f.severity, text));
+            }
+            None => self.w.write_all(json_head(f)?.as_bytes())?,
+        }
+        let ptr = Arc::as_ptr(&f.resource);
+        match &self.last_resource {
+            Some((p, text)) if *p == ptr => self.w.write_all(text.as_bytes())?,
+            _ => {
+                let mut text = String::from(",\"resource\":");
+                text.push_str(&serde_json::to_string(&*f.resource).map_err(io::Error::other)?);
+                self.w.write_all(text.as_bytes())?;
+                self.last_resource = Some((ptr, text));
+            }
+        }
+        self.w.write_all(b",\"path\":")?;
+        serde_json::to_writer(&mut *self.w, &f.path).map_err(io::Error::other)?;
+        self.w.write_all(b",\"message\":")?;
+        serde_json::to_writer(&mut *self.w, &f.message).map_err(io::Error::other)?;
+        match index.and_then(|i| self.remediation.get(i)) {
+            Some(r) => self.w.write_all(r.as_bytes())?,
+            None => self
+                .w
+                .write_all(json_field("remediation", f.remediation).as_bytes())?,
+        }
+        self.w.write_all(b"}")
+    }
+
+    fn sarif_result(
+        &mut self,
+        f: &Finding,
+        file: Option<&str>,
+        line: Option<usize>,
+    ) -> io::Result<()> {
+        let rule_index = f.check_id().map_or(0, |c| c as usize);
+        let physical = match file {
+            Some(file) if file != "-" => Some(PhysicalLocation {
+                artifact_location: ArtifactLocation {
+                    uri: file_uri(file),
+                },
+                region: line
+                    .filter(|&l| l > 0)
+                    .map(|start_line| Region { start_line }),
+            }),
+            _ => None,
+        };
+        let r = &f.resource;
+        let fqn = match &r.namespace {
+            Some(ns) => format!("{ns}/{}/{}", r.kind, r.name),
+            None => format!("{}/{}", r.kind, r.name),
+        };
+        self.scratch.clear();
+        {
+            use std::fmt::Write as _;
+            let _ = write!(self.scratch, "{r}: {}", f.message);
+        }
+        let result = SarifResult {
+            rule_id: f.check,
+            rule_index,
+            level: f.severity.sarif_level(),
+            message: Text {
+                text: &self.scratch,
             },
-            errors: &report.errors,
-        },
-    };
-    serde_json::to_writer(&mut *w, &doc).map_err(io::Error::other)?;
-    writeln!(w)
+            locations: vec![Location {
+                physical_location: physical,
+                logical_locations: vec![LogicalLocation {
+                    name: r.name.clone(),
+                    fully_qualified_name: fqn.clone(),
+                    kind: "object",
+                }],
+            }],
+            partial_fingerprints: Fingerprints {
+                finding: fingerprint(&[f.check, &fqn, &f.path]),
+            },
+            properties: ResultProperties {
+                severity: f.severity,
+                standards: f.standards,
+                path: &f.path,
+                container: f.container.as_deref(),
+            },
+        };
+        serde_json::to_writer(&mut *self.w, &result).map_err(io::Error::other)
+    }
+
+    /// The number of findings written so far.
+    pub fn findings(&self) -> u64 {
+        self.findings
+    }
+
+    /// The most severe finding written so far.
+    pub fn max_severity(&self) -> Option<Severity> {
+        self.max_severity
+    }
+
+    /// Writes what follows the findings (the JSON summary; SARIF's invocation with one
+    /// notification per input error) and a final newline.
+    pub fn finish(self, objects: u64, errors: &[LoadError]) -> io::Result<()> {
+        match self.format {
+            Format::Sarif => {
+                let invocations = [Invocation {
+                    execution_successful: errors.is_empty(),
+                    tool_execution_notifications: errors.iter().map(notification).collect(),
+                }];
+                self.w.write_all(b"],\"invocations\":")?;
+                serde_json::to_writer(&mut *self.w, &invocations).map_err(io::Error::other)?;
+                self.w.write_all(b"}]}\n")
+            }
+            _ => {
+                let [critical, high, medium, low] = self.by_severity;
+                let summary = Summary {
+                    objects,
+                    findings: self.findings,
+                    by_severity: BySeverity {
+                        critical,
+                        high,
+                        medium,
+                        low,
+                    },
+                    errors,
+                };
+                self.w.write_all(b"],\"summary\":")?;
+                serde_json::to_writer(&mut *self.w, &summary).map_err(io::Error::other)?;
+                self.w.write_all(b"}\n")
+            }
+        }
+    }
+}
+
+/// `"name":<value as a JSON string>` with a leading comma.
+fn json_field(name: &str, value: &str) -> String {
+    let value = serde_json::to_string(value).unwrap_or_else(|_| "\"\"".to_owned());
+    format!(",\"{name}\":{value}")
+}
+
+/// `{"check":…,"severity":…,"standards":[…]` of a finding.
+fn json_head(f: &Finding) -> io::Result<String> {
+    #[derive(Serialize)]
+    struct Head<'a> {
+        check: &'a str,
+        severity: Severity,
+        standards: &'a [&'a str],
+    }
+    let mut text = serde_json::to_string(&Head {
+        check: f.check,
+        severity: f.severity,
+        standards: f.standards,
+    })
+    .map_err(io::Error::other)?;
+    // Leave the object open for the fields that follow.
+    text.pop();
+    Ok(text)
 }
 
 // === sarif ===
@@ -426,61 +704,6 @@ struct Fingerprints {
     finding: String,
 }
 
-struct SarifResults<'a> {
-    findings: &'a [LocatedFinding],
-    messages: Vec<String>,
-}
-
-impl Serialize for SarifResults<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut seq = s.serialize_seq(Some(self.findings.len()))?;
-        for (lf, message) in self.findings.iter().zip(&self.messages) {
-            let f = &lf.finding;
-            let rule_index = CATALOGUE.iter().position(|c| c.id == f.check).unwrap_or(0);
-            let physical = match (&lf.file, lf.line) {
-                (Some(file), line) if &**file != "-" => Some(PhysicalLocation {
-                    artifact_location: ArtifactLocation {
-                        uri: file_uri(file),
-                    },
-                    region: line
-                        .filter(|&l| l > 0)
-                        .map(|start_line| Region { start_line }),
-                }),
-                _ => None,
-            };
-            let r = &f.resource;
-            let fqn = match &r.namespace {
-                Some(ns) => format!("{ns}/{}/{}", r.kind, r.name),
-                None => format!("{}/{}", r.kind, r.name),
-            };
-            seq.serialize_element(&SarifResult {
-                rule_id: f.check,
-                rule_index,
-                level: f.severity.sarif_level(),
-                message: Text { text: message },
-                locations: vec![Location {
-                    physical_location: physical,
-                    logical_locations: vec![LogicalLocation {
-                        name: r.name.clone(),
-                        fully_qualified_name: fqn.clone(),
-                        kind: "object",
-                    }],
-                }],
-                partial_fingerprints: Fingerprints {
-                    finding: fingerprint(&[f.check, &fqn, &f.path]),
-                },
-                properties: ResultProperties {
-                    severity: f.severity,
-                    standards: f.standards,
-                    path: &f.path,
-                    container: f.container.as_deref(),
-                },
-            })?;
-        }
-        seq.end()
-    }
-}
-
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct Invocation {
@@ -516,95 +739,44 @@ struct Tool {
     driver: Driver,
 }
 
-#[derive(Serialize)]
-struct Run<'a> {
-    tool: Tool,
-    invocations: Vec<Invocation>,
-    results: SarifResults<'a>,
-}
-
-#[derive(Serialize)]
-struct Sarif<'a> {
-    #[serde(rename = "$schema")]
-    schema: &'static str,
-    version: &'static str,
-    runs: Vec<Run<'a>>,
-}
-
 /// SARIF 2.1.0: one run of tool `canopy` with one rule per check (tags carry the upstream
 /// standards, `security-severity` the CVSS-like score), one result per finding located at the
-/// manifest file and the line where the object's document starts.
+/// manifest file and the line where the object's document starts; input errors are
+/// notifications of the run's invocation.
 pub fn write_sarif(report: &Report, w: &mut impl Write) -> io::Result<()> {
-    // A rule's severity is the effective one (after policy overrides) when it has findings.
-    let rules = CATALOGUE
-        .iter()
-        .map(|def| {
-            let severity = report
-                .findings
-                .iter()
-                .find(|f| f.finding.check == def.id)
-                .map_or(def.severity, |f| f.finding.severity);
-            rule(def, severity)
-        })
-        .collect();
-    let messages = report
-        .findings
-        .iter()
-        .map(|lf| format!("{}: {}", lf.finding.resource, lf.finding.message))
-        .collect();
-    let notifications = report
-        .errors
-        .iter()
-        .map(|e| Notification {
-            level: "error",
-            message: OwnedText {
-                text: match e.line {
-                    Some(line) => format!("{}:{line}: {}", e.file, e.message),
-                    None => format!("{}: {}", e.file, e.message),
-                },
+    let mut s = StreamWriter::begin(Format::Sarif, w, &severities_of(report))?;
+    for lf in &report.findings {
+        s.finding(&lf.finding, lf.file.as_deref(), lf.line)?;
+    }
+    s.finish(report.objects, &report.errors)
+}
+
+fn notification(e: &LoadError) -> Notification {
+    Notification {
+        level: "error",
+        message: OwnedText {
+            text: match e.line {
+                Some(line) => format!("{}:{line}: {}", e.file, e.message),
+                None => format!("{}: {}", e.file, e.message),
             },
-            locations: if e.file == "-" {
-                Vec::new()
-            } else {
-                vec![Location {
-                    physical_location: Some(PhysicalLocation {
-                        artifact_location: ArtifactLocation {
-                            uri: file_uri(&e.file),
-                        },
-                        region: e
-                            .line
-                            .filter(|&l| l > 0)
-                            .map(|start_line| Region { start_line }),
-                    }),
-                    logical_locations: Vec::new(),
-                }]
-            },
-        })
-        .collect();
-    let doc = Sarif {
-        schema: SARIF_SCHEMA,
-        version: "2.1.0",
-        runs: vec![Run {
-            tool: Tool {
-                driver: Driver {
-                    name: "canopy",
-                    version: env!("CARGO_PKG_VERSION"),
-                    information_uri: "https://kubernetes.io/docs/concepts/security/pod-security-standards/",
-                    rules,
-                },
-            },
-            invocations: vec![Invocation {
-                execution_successful: report.errors.is_empty(),
-                tool_execution_notifications: notifications,
-            }],
-            results: SarifResults {
-                findings: &report.findings,
-                messages,
-            },
-        }],
-    };
-    serde_json::to_writer(&mut *w, &doc).map_err(io::Error::other)?;
-    writeln!(w)
+        },
+        locations: if e.file == "-" {
+            Vec::new()
+        } else {
+            vec![Location {
+                physical_location: Some(PhysicalLocation {
+                    artifact_location: ArtifactLocation {
+                        uri: file_uri(&e.file),
+                    },
+                    region: e
+                        .line
+                        .filter(|&l| l > 0)
+                        .map(|start_line| Region { start_line }),
+                }),
+                logical_locations: Vec::new(),
+            }]
+        },
+    }
 }
 
 /// A file path as a SARIF `artifactLocation.uri`: relative paths stay relative URI references

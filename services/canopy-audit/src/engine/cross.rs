@@ -376,9 +376,16 @@ impl<T: Clone> CrossState<T> {
         });
     }
 
-    /// Decides every pending verdict.
+    /// Decides every pending verdict; returns the findings.
     pub fn finish(self, policy: &CompiledPolicy) -> Vec<(Finding, T)> {
         let mut out = Vec::new();
+        self.finish_each(policy, |f, t| out.push((f, t)));
+        out
+    }
+
+    /// Decides every pending verdict, handing each finding to `emit` as soon as it is made, in
+    /// the order the objects were added (workloads, then bindings).
+    pub fn finish_each(self, policy: &CompiledPolicy, mut emit: impl FnMut(Finding, T)) {
         for w in self.workloads {
             let ns = w.resource.namespace.as_deref().unwrap_or("");
             let mut findings: Vec<Finding> = Vec::with_capacity(2);
@@ -438,14 +445,14 @@ impl<T: Clone> CrossState<T> {
             for (i, f) in findings.into_iter().enumerate() {
                 let t = if i + 1 == n { tag.take() } else { tag.clone() };
                 if let Some(t) = t {
-                    out.push((f, t));
+                    emit(f, t);
                 }
             }
         }
         for b in self.bindings {
             if self.admin_roles.contains(&b.role) {
                 let (kind, _, name) = &b.role;
-                out.push((
+                emit(
                     make_finding(
                         policy,
                         CheckId::RbacClusterAdmin,
@@ -459,10 +466,9 @@ impl<T: Clone> CrossState<T> {
                         ),
                     ),
                     b.tag,
-                ));
+                );
             }
         }
-        out
     }
 }
 

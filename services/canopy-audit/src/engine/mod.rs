@@ -91,6 +91,15 @@ impl<T: Clone> Auditor<T> {
         })
     }
 
+    /// The effective severity of every check (after the policy's overrides), in
+    /// [`crate::CATALOGUE`] order.
+    pub fn severities(&self) -> Vec<crate::Severity> {
+        crate::catalogue::CATALOGUE
+            .iter()
+            .map(|c| self.policy.severity(c.check))
+            .collect()
+    }
+
     /// The number of Kubernetes objects (values with a string `kind`) seen so far.
     pub fn objects(&self) -> u64 {
         self.objects
@@ -116,7 +125,8 @@ impl<T: Clone> Auditor<T> {
             | "ReplicaSet"
             | "Job"
             | "CronJob"
-            | "ReplicationController" => {
+            | "ReplicationController"
+            | "PodTemplate" => {
                 let audited = self.policy.audit_controlled_pods || !controlled(kind, meta);
                 if let Some(pod) = workload::PodView::locate(o, kind, meta).filter(|_| audited) {
                     sink.add_ignores(pod.meta);
@@ -148,6 +158,14 @@ impl<T: Clone> Auditor<T> {
         out.sort_by(|a, b| Finding::order(&a.0, &b.0));
         out
     }
+
+    /// Like [`Auditor::finish_tagged`], but hands each finding to `emit` as soon as it is made,
+    /// in the order the objects were added, instead of collecting and sorting them: memory then
+    /// does not grow with the number of cross-object findings (a large cluster has one
+    /// `SA-AUTOMOUNT` or `NETPOL-MISSING` finding per workload at worst).
+    pub fn finish_each(self, emit: impl FnMut(Finding, T)) {
+        self.cross.finish_each(&self.policy, emit);
+    }
 }
 
 /// Audits a single object with the per-object checks only (no cross-object facts).
@@ -165,9 +183,9 @@ fn controlled(kind: &str, meta: Option<&Obj>) -> bool {
         .and_then(Value::as_array)
         .is_some_and(|owners| {
             owners.iter().any(|o| {
-                o.get("kind")
-                    .and_then(Value::as_str)
-                    .is_some_and(|k| WORKLOAD_KINDS.contains(&k) && k != "Pod")
+                o.get("kind").and_then(Value::as_str).is_some_and(|k| {
+                    WORKLOAD_KINDS.contains(&k) && !matches!(k, "Pod" | "PodTemplate")
+                })
             })
         })
 }

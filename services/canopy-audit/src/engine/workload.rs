@@ -141,7 +141,8 @@ impl<'a> Ctr<'a> {
 
 /// A pod spec, read once, and where it sits in its object.
 pub(crate) struct PodView<'a> {
-    /// Path of the pod spec: `spec`, `spec.template.spec` or `spec.jobTemplate.spec.template.spec`.
+    /// Path of the pod spec: `spec`, `spec.template.spec`, `spec.jobTemplate.spec.template.spec`
+    /// or (PodTemplate) `template.spec`.
     pub sp: &'static str,
     /// The pod (template) metadata.
     pub meta: Option<&'a Obj>,
@@ -168,11 +169,21 @@ pub(crate) struct PodView<'a> {
 impl<'a> PodView<'a> {
     /// Finds and reads the pod spec of a Pod or of a workload's pod template.
     pub fn locate(o: &'a Obj, kind: &str, meta: Option<&'a Obj>) -> Option<PodView<'a>> {
-        let spec = o.get("spec").and_then(as_obj)?;
         let (spec, sp, pmeta, mp) = match kind {
-            "Pod" => (spec, "spec", meta, "metadata"),
+            "Pod" => (o.get("spec").and_then(as_obj)?, "spec", meta, "metadata"),
+            // A PodTemplate holds its template at the top level, beside its metadata.
+            "PodTemplate" => {
+                let t = o.get("template").and_then(as_obj)?;
+                (
+                    t.get("spec").and_then(as_obj)?,
+                    "template.spec",
+                    t.get("metadata").and_then(as_obj),
+                    "template.metadata",
+                )
+            }
             "CronJob" => {
-                let t = spec
+                let t = o
+                    .get("spec")?
                     .get("jobTemplate")?
                     .get("spec")?
                     .get("template")
@@ -185,7 +196,7 @@ impl<'a> PodView<'a> {
                 )
             }
             _ => {
-                let t = spec.get("template").and_then(as_obj)?;
+                let t = o.get("spec")?.get("template").and_then(as_obj)?;
                 (
                     t.get("spec").and_then(as_obj)?,
                     "spec.template.spec",

@@ -127,6 +127,43 @@ pub fn pod_with(edits: &[(&str, Value)]) -> Value {
     p
 }
 
+/// Every workload kind, with the path of its pod spec and of its pod (template) metadata.
+pub const KINDS: &[(&str, &str, &str)] = &[
+    ("Pod", "spec", "metadata"),
+    ("Deployment", "spec.template.spec", "spec.template.metadata"),
+    (
+        "StatefulSet",
+        "spec.template.spec",
+        "spec.template.metadata",
+    ),
+    ("DaemonSet", "spec.template.spec", "spec.template.metadata"),
+    ("ReplicaSet", "spec.template.spec", "spec.template.metadata"),
+    ("Job", "spec.template.spec", "spec.template.metadata"),
+    (
+        "CronJob",
+        "spec.jobTemplate.spec.template.spec",
+        "spec.jobTemplate.spec.template.metadata",
+    ),
+    (
+        "ReplicationController",
+        "spec.template.spec",
+        "spec.template.metadata",
+    ),
+    ("PodTemplate", "template.spec", "template.metadata"),
+];
+
+/// Moves a Pod field path (`spec.…`, `metadata.…`) under another kind's pod spec `sp` and pod
+/// metadata `mp`.
+pub fn relocate(path: &str, sp: &str, mp: &str) -> String {
+    if let Some(rest) = path.strip_prefix("spec") {
+        format!("{sp}{rest}")
+    } else if let Some(rest) = path.strip_prefix("metadata") {
+        format!("{mp}{rest}")
+    } else {
+        path.to_owned()
+    }
+}
+
 /// Wraps a pod spec and pod metadata into an object of `kind`.
 pub fn workload(kind: &str, pod_meta: Value, spec: Value) -> Value {
     let template = json!({"metadata": pod_meta, "spec": spec});
@@ -152,6 +189,14 @@ pub fn workload(kind: &str, pod_meta: Value, spec: Value) -> Value {
             json!({"schedule": "* * * * *", "jobTemplate": {"spec": {"template": template}}}),
         ),
         "ReplicationController" => ("v1", json!({"template": template})),
+        "PodTemplate" => {
+            return json!({
+                "apiVersion": "v1",
+                "kind": "PodTemplate",
+                "metadata": {"name": "w", "namespace": "ns"},
+                "template": template
+            });
+        }
         other => panic!("not a workload kind: {other}"),
     };
     json!({

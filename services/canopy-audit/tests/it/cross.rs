@@ -397,3 +397,62 @@ fn finish_tags_come_back() {
         [("Deployment", "deploy.yaml:7"), ("Pod", "pod.yaml:1")]
     );
 }
+
+#[test]
+fn finish_each_streams_the_same_findings_in_input_order() {
+    let objs: Vec<Value> = (0..4)
+        .map(|i| {
+            let mut p = pod_automount(None, Some(if i % 2 == 0 { "app" } else { "default" }));
+            set(&mut p, "/metadata/name", json!(format!("p{}", 3 - i)));
+            p
+        })
+        .chain([
+            sa("ns", "app", Some(false)),
+            binding(
+                "ClusterRoleBinding",
+                "b",
+                "ClusterRole",
+                "all",
+                json!([{"kind": "User", "name": "alice"}]),
+            ),
+            json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+                "metadata": {"name": "all"},
+                "rules": [{"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]}]}),
+        ])
+        .collect();
+    let run = |streamed: bool| {
+        let mut a: canopy_audit::Auditor<usize> =
+            canopy_audit::Auditor::with_policy(&canopy_audit::Policy::default()).unwrap();
+        for (i, o) in objs.iter().enumerate() {
+            a.add_tagged(o, i);
+        }
+        let mut out = Vec::new();
+        if streamed {
+            a.finish_each(|f, t| out.push((f, t)));
+        } else {
+            out = a.finish_tagged();
+        }
+        out
+    };
+    let streamed = run(true);
+    let mut sorted = run(false);
+    assert!(!streamed.is_empty());
+    // The pods' findings come in the order the pods were added, the binding's last.
+    let tags: Vec<usize> = streamed.iter().map(|(_, t)| *t).collect();
+    let mut in_order = tags.clone();
+    in_order.sort();
+    assert_eq!(tags, in_order);
+    assert_eq!(streamed.last().unwrap().0.check, "RBAC-CLUSTER-ADMIN");
+    // Same findings as finish_tagged.
+    let mut again = streamed.clone();
+    again.sort_by(|a, b| canopy_audit::Finding::order(&a.0, &b.0).then(a.1.cmp(&b.1)));
+    sorted.sort_by(|a, b| canopy_audit::Finding::order(&a.0, &b.0).then(a.1.cmp(&b.1)));
+    assert_eq!(again, sorted);
+    // SA-AUTOMOUNT only where the ServiceAccount does not disable it (pods 1 and 3: default).
+    let sa_tags: Vec<usize> = streamed
+        .iter()
+        .filter(|(f, _)| f.check == "SA-AUTOMOUNT")
+        .map(|(_, t)| *t)
+        .collect();
+    assert_eq!(sa_tags, [1, 3]);
+}

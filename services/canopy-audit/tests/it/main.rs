@@ -12,6 +12,7 @@ mod common;
 #[cfg(test)]
 mod cross;
 #[cfg(test)]
+#[path = "../../src/generate.rs"]
 mod generate;
 #[cfg(test)]
 mod manifests;

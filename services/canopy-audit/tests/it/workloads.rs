@@ -4,29 +4,6 @@ use serde_json::json;
 
 use crate::common::*;
 
-const KINDS: &[(&str, &str, &str)] = &[
-    ("Pod", "spec", "metadata"),
-    ("Deployment", "spec.template.spec", "spec.template.metadata"),
-    (
-        "StatefulSet",
-        "spec.template.spec",
-        "spec.template.metadata",
-    ),
-    ("DaemonSet", "spec.template.spec", "spec.template.metadata"),
-    ("ReplicaSet", "spec.template.spec", "spec.template.metadata"),
-    ("Job", "spec.template.spec", "spec.template.metadata"),
-    (
-        "CronJob",
-        "spec.jobTemplate.spec.template.spec",
-        "spec.jobTemplate.spec.template.metadata",
-    ),
-    (
-        "ReplicationController",
-        "spec.template.spec",
-        "spec.template.metadata",
-    ),
-];
-
 #[test]
 fn every_kind_pass_and_fail() {
     for (kind, sp, mp) in KINDS {

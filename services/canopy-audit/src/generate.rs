@@ -1,4 +1,5 @@
-//! Realistic generated cluster objects for throughput checks (shared with `examples/bench.rs`).
+//! Realistic generated cluster objects for benchmarks (`loadtest audit`) and throughput tests.
+//! Compiled into the library only with the `generate` feature.
 
 use serde_json::{Value, json};
 
@@ -6,6 +7,12 @@ use serde_json::{Value, json};
 /// containers, some ConfigMaps, Services, ServiceAccounts, NetworkPolicies and RBAC objects.
 pub fn generate(n: usize) -> Vec<Value> {
     (0..n).map(object).collect()
+}
+
+/// The `i`-th generated object (the same for every `n`: `generate(n)[i] == object(i)`), so a
+/// caller can stream any number of objects without holding them all.
+pub fn object(i: usize) -> Value {
+    build(i)
 }
 
 fn container(i: usize, name: &str, hardened: bool) -> Value {
@@ -37,7 +44,7 @@ fn container(i: usize, name: &str, hardened: bool) -> Value {
     c
 }
 
-fn object(i: usize) -> Value {
+fn build(i: usize) -> Value {
     let ns = format!("team-{}", i % 50);
     let name = format!("obj-{i}");
     match i % 20 {
