@@ -297,8 +297,10 @@ pub struct StreamWriter<'w, W: Write> {
     findings: u64,
     by_severity: [u64; 4],
     max_severity: Option<Severity>,
-    /// JSON: the serialised `"resource":{…}` of the last object.
-    last_resource: Option<(*const ResourceRef, String)>,
+    /// JSON: the last object and its serialised `"resource":{…}`. The `Arc` is held so that
+    /// pointer equality means the same object: a freed reference's address can be reused by the
+    /// next object's.
+    last_resource: Option<(Arc<ResourceRef>, String)>,
     /// Per check: `"check":…,"severity":…,"standards":[…]` for the last standards/severity seen.
     check_head: Vec<Option<(usize, Severity, String)>>,
     /// Per check: the serialised `"remediation":"…"`.
@@ -400,14 +402,15 @@ impl<'w, W: Write> StreamWriter<'w, W> {
             }
             None => self.w.write_all(json_head(f)?.as_bytes())?,
         }
-        let ptr = Arc::as_ptr(&f.resource);
         match &self.last_resource {
-            Some((p, text)) if *p == ptr => self.w.write_all(text.as_bytes())?,
+            Some((last, text)) if Arc::ptr_eq(last, &f.resource) => {
+                self.w.write_all(text.as_bytes())?;
+            }
             _ => {
                 let mut text = String::from(",\"resource\":");
                 text.push_str(&serde_json::to_string(&*f.resource).map_err(io::Error::other)?);
                 self.w.write_all(text.as_bytes())?;
-                self.last_resource = Some((ptr, text));
+                self.last_resource = Some((f.resource.clone(), text));
             }
         }
         self.w.write_all(b",\"path\":")?;

@@ -316,3 +316,41 @@ fn sarif_validates_against_the_official_schema() {
     let broken = sarif.replacen("\"version\":\"2.1.0\"", "\"version\":\"2.0\"", 1);
     assert!(!sarif_schema_errors(&broken).is_empty());
 }
+
+/// The streamed JSON names each finding's own object, also when an object's reference is freed
+/// and the next object's is allocated at the same address (one object at a time, as
+/// `canopyctl audit` streams them).
+#[test]
+fn streamed_json_names_each_findings_own_object() {
+    let mut a = Auditor::new();
+    let severities = a.severities();
+    let template = a
+        .add(&pod_with(&[("/spec/hostPID", json!(true))]))
+        .into_iter()
+        .next()
+        .unwrap();
+    let mut out = Vec::new();
+    let mut w = report::StreamWriter::begin(Format::Json, &mut out, &severities).unwrap();
+    let names: Vec<String> = (0..50).map(|i| format!("pod-{i}")).collect();
+    for name in &names {
+        // Each reference is dropped before the next is made: the allocator hands the same
+        // memory out again.
+        let finding = canopy_audit::Finding {
+            resource: Arc::new(canopy_audit::ResourceRef {
+                name: name.clone(),
+                ..(*template.resource).clone()
+            }),
+            ..template.clone()
+        };
+        w.finding(&finding, None, None).unwrap();
+    }
+    w.finish(50, &[]).unwrap();
+    let v: Value = serde_json::from_slice(&out).unwrap();
+    let got: Vec<&str> = v["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["resource"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(got, names);
+}
