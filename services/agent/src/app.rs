@@ -119,6 +119,12 @@ impl App {
             k8s_version,
         );
         let publisher = tokio::spawn(publish_queue(self.js.clone(), rx, drain.clone()));
+        let reports = tokio::spawn(crate::health::health_loop(
+            self.cfg.clone(),
+            self.kube.clone(),
+            tx.clone(),
+            shutdown.clone(),
+        ));
         let heartbeats = tokio::spawn(heartbeat_loop(
             self.cfg.clone(),
             self.kube.clone(),
@@ -162,7 +168,7 @@ impl App {
         // The heartbeat loop drops its sender when it returns: the publisher then ends once the
         // queue is empty, or at the deadline.
         let joined = (
-            heartbeats.await,
+            async { (heartbeats.await, reports.await) }.await,
             inventory.await,
             publisher.await,
             audits.await,
@@ -179,7 +185,8 @@ impl App {
         }
         health_stop.cancel();
         let _ = health.await;
-        joined.0.context("the heartbeat task failed")?;
+        joined.0.0.context("the heartbeat task failed")?;
+        joined.0.1.context("the health task failed")?;
         joined.1.context("the inventory task failed")?;
         joined.2.context("the publishing task failed")?;
         joined.3.context("the audit task failed")?;

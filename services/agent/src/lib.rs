@@ -8,6 +8,8 @@ mod app;
 mod audit;
 pub mod config;
 pub mod domain;
+mod health;
+pub mod remediate;
 pub mod requests;
 
 pub use app::{App, run};
