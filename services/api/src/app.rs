@@ -127,6 +127,11 @@ impl App {
                     PgAuditReadModel::new(self.pool.clone()),
                     JetStreamControl::new(self.js.clone()),
                 )))
+                .add_service(
+                    canopy_kit::proto::api::v1::health_service_server::HealthServiceServer::new(
+                        crate::adapters::health::HealthApi::new(self.pool.clone(), self.js.clone()),
+                    ),
+                )
                 .add_service(EventServiceServer::new(EventApi::new(
                     log,
                     shutdown.clone(),

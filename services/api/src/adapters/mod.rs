@@ -12,6 +12,7 @@ use crate::domain::{Cluster, PageRequest, WatchSpec};
 
 pub mod audit;
 pub mod grpc;
+pub mod health;
 pub mod jetstream;
 #[cfg(test)]
 pub mod memory;

@@ -5,6 +5,7 @@ pub mod clusters;
 pub mod derogations;
 pub mod events;
 pub mod findings;
+pub mod health;
 pub mod policy;
 
 use crate::cli::{Cli, Command};
@@ -24,6 +25,10 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Findings(cmd) => findings::run(&ctx, cmd).await,
         Command::Posture(args) => findings::posture(&ctx, args).await,
         Command::Audits(cmd) => audits::run(&ctx, cmd).await,
+        Command::Health(args) => health::health(&ctx, args).await,
+        Command::Diagnoses(cmd) => health::diagnoses(&ctx, cmd).await,
+        Command::Remediations(cmd) => health::remediations(&ctx, cmd).await,
+        Command::Recommendations(cmd) => health::recommendations(&ctx, cmd).await,
         Command::Audit(args) => {
             let code = canopy_audit::cli::run(
                 &args,
