@@ -6,8 +6,10 @@
 mod adapters;
 mod app;
 mod audit;
+mod commands;
 pub mod config;
 pub mod domain;
+pub mod liveness;
 pub mod requests;
 
 pub use app::{App, run};

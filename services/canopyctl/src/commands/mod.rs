@@ -2,6 +2,7 @@
 
 pub mod audits;
 pub mod clusters;
+pub mod cmd;
 pub mod derogations;
 pub mod events;
 pub mod findings;
@@ -24,6 +25,9 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Findings(cmd) => findings::run(&ctx, cmd).await,
         Command::Posture(args) => findings::posture(&ctx, args).await,
         Command::Audits(cmd) => audits::run(&ctx, cmd).await,
+        Command::Run(cmd) => cmd::run(&ctx, cmd).await,
+        Command::Commands(cmd) => cmd::commands(&ctx, cmd).await,
+        Command::Schedules(cmd) => cmd::schedules(&ctx, cmd).await,
         Command::Audit(args) => {
             let code = canopy_audit::cli::run(
                 &args,

@@ -10,7 +10,9 @@ use canopy_kit::proto::event::v1::{
 };
 
 pub mod audit;
+pub mod commands;
 use audit::{AuditOp, PolicyOp};
+use commands::CommandOp;
 
 /// One decoded event with its position in the stream.
 #[derive(Debug, Clone)]
@@ -80,6 +82,8 @@ pub struct Plan {
     pub audit: Vec<AuditOp>,
     /// Policy and derogation events, in stream order.
     pub policy: Vec<PolicyOp>,
+    /// Command and schedule events, in stream order.
+    pub commands: Vec<CommandOp>,
     pub last_seq: u64,
 }
 
@@ -98,6 +102,10 @@ pub fn plan(events: Vec<Event>) -> Plan {
         // control events about it come from another stream with other sequences.
         if route(&e.body).plane == Plane::Evt {
             touch_cluster(&mut plan, &e);
+        }
+        if let Some(op) = commands::plan(e.seq, &e.cluster_id, e.occurred_at, &e.body) {
+            plan.commands.push(op);
+            continue;
         }
         match e.body {
             Body::AgentStarted(s) => {
