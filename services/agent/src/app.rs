@@ -142,10 +142,17 @@ impl App {
             &shutdown,
             &drain,
         );
-        let _requesters = Requesters {
-            audit: audit_requests,
-            inventory: inventory_requests,
-        };
+        let runner = tokio::spawn(crate::commands::run(crate::commands::Context {
+            cluster: self.cfg.cluster_id.clone(),
+            js: self.js.clone(),
+            kube: self.kube.clone(),
+            requesters: Requesters {
+                audit: audit_requests,
+                inventory: inventory_requests,
+            },
+            shutdown: shutdown.clone(),
+            drain: drain.clone(),
+        }));
         let inventory = tokio::spawn(inventory_loop(
             self.cfg.clone(),
             self.kube.clone(),
@@ -167,6 +174,7 @@ impl App {
         });
         // The heartbeat loop drops its sender when it returns: the publisher then ends once the
         // queue is empty, or at the deadline.
+        let commands = runner.await;
         let joined = (
             async { (heartbeats.await, reports.await) }.await,
             inventory.await,
@@ -190,6 +198,7 @@ impl App {
         joined.1.context("the inventory task failed")?;
         joined.2.context("the publishing task failed")?;
         joined.3.context("the audit task failed")?;
+        commands.context("the command runner failed")?;
         info!("stopped");
         Ok(())
     }

@@ -11,6 +11,7 @@ use canopy_kit::subject::ClusterId;
 use crate::domain::{Cluster, PageRequest, WatchSpec};
 
 pub mod audit;
+pub mod commands;
 pub mod grpc;
 pub mod health;
 pub mod jetstream;

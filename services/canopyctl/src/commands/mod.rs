@@ -2,6 +2,7 @@
 
 pub mod audits;
 pub mod clusters;
+pub mod cmd;
 pub mod derogations;
 pub mod events;
 pub mod findings;
@@ -29,6 +30,9 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Diagnoses(cmd) => health::diagnoses(&ctx, cmd).await,
         Command::Remediations(cmd) => health::remediations(&ctx, cmd).await,
         Command::Recommendations(cmd) => health::recommendations(&ctx, cmd).await,
+        Command::Run(cmd) => cmd::run(&ctx, cmd).await,
+        Command::Commands(cmd) => cmd::commands(&ctx, cmd).await,
+        Command::Schedules(cmd) => cmd::schedules(&ctx, cmd).await,
         Command::Audit(args) => {
             let code = canopy_audit::cli::run(
                 &args,

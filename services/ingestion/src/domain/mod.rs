@@ -10,8 +10,10 @@ use canopy_kit::proto::event::v1::{
 };
 
 pub mod audit;
+pub mod commands;
 pub mod health;
 use audit::{AuditOp, PolicyOp};
+use commands::CommandOp;
 use health::HealthOp;
 
 /// One decoded event with its position in the stream.
@@ -84,6 +86,8 @@ pub struct Plan {
     pub policy: Vec<PolicyOp>,
     /// Fleet health events, in stream order.
     pub health: Vec<HealthOp>,
+    /// Command and schedule events, in stream order.
+    pub commands: Vec<CommandOp>,
     pub last_seq: u64,
 }
 
@@ -102,6 +106,10 @@ pub fn plan(events: Vec<Event>) -> Plan {
         // control events about it come from another stream with other sequences.
         if route(&e.body).plane == Plane::Evt {
             touch_cluster(&mut plan, &e);
+        }
+        if let Some(op) = commands::plan(e.seq, &e.cluster_id, e.occurred_at, &e.body) {
+            plan.commands.push(op);
+            continue;
         }
         match e.body {
             Body::AgentStarted(s) => {
