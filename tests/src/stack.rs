@@ -53,6 +53,10 @@ pub struct StackOptions {
     pub audit_debounce: Duration,
     /// The api's gRPC address; a free loopback port when `None`.
     pub api_listen: Option<SocketAddr>,
+    /// The agents' `--health-interval`.
+    pub health_interval: Duration,
+    /// Extra arguments of the doctor (e.g. `--playbook rollout-restart=auto`).
+    pub doctor_args: Vec<String>,
 }
 
 impl StackOptions {
@@ -65,6 +69,8 @@ impl StackOptions {
             audit_interval: Duration::from_secs(600),
             audit_debounce: Duration::from_millis(500),
             api_listen: None,
+            health_interval: Duration::from_secs(2),
+            doctor_args: vec!["--recovery-hold".to_owned(), "2s".to_owned()],
         }
     }
 }
@@ -172,10 +178,18 @@ impl Stack {
             e.extend(env(extra));
             e
         };
+        let monitor_url = seed.monitor_url();
         let mut gateway = Service::new(
             "gateway-leafnode-seed",
             "canopy-gateway-leafnode",
-            &["--role", "seed", "--link-check-interval", "1s"],
+            &[
+                "--role",
+                "seed",
+                "--link-check-interval",
+                "500ms",
+                "--monitor-url",
+                &monitor_url,
+            ],
             nats_env(&[("CANOPY_GATEWAY_LEAVES", &cluster_list)]),
             &logs,
         )?;
@@ -201,7 +215,14 @@ impl Stack {
             &logs,
         )?;
         let mut cnc = Service::new("cnc", "canopy-cnc", &[], nats_env(&[]), &logs)?;
-        let mut doctor = Service::new("doctor", "canopy-doctor", &[], nats_env(&[]), &logs)?;
+        let doctor_args: Vec<&str> = opts.doctor_args.iter().map(String::as_str).collect();
+        let mut doctor = Service::new(
+            "doctor",
+            "canopy-doctor",
+            &doctor_args,
+            nats_env(&[]),
+            &logs,
+        )?;
         // The gateway creates the seed streams and the leaf sources; the others wait for them.
         gateway.start().await?;
         for service in [&mut ingestion, &mut api, &mut cnc, &mut doctor] {
@@ -415,6 +436,8 @@ async fn start_leaf(
             &humantime(opts.audit_interval),
             "--audit-debounce",
             &humantime(opts.audit_debounce),
+            "--health-interval",
+            &humantime(opts.health_interval),
         ],
         agent_env,
         &logs,

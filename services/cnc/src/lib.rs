@@ -10,6 +10,7 @@ use canopy_kit::consumer::{BatchHandler, ConsumerSpec};
 use canopy_kit::service::ConsumerService;
 use canopy_kit::streams;
 
+pub mod commands;
 pub mod config;
 pub mod policy;
 
@@ -28,7 +29,11 @@ pub struct App {
 
 impl App {
     pub async fn build(cfg: Config) -> anyhow::Result<Self> {
-        let wanted = [streams::control(), streams::seed_commands()];
+        let wanted = [
+            streams::control(),
+            streams::seed_commands(),
+            streams::fleet_events(),
+        ];
         let service = ConsumerService::build("canopy-cnc", &cfg.nats, &cfg.http, &wanted).await?;
         Ok(Self { service })
     }
@@ -46,8 +51,13 @@ impl App {
             self.service.jetstream().clone(),
             shutdown.clone(),
         ));
+        let commands = tokio::spawn(commands::run(
+            self.service.jetstream().clone(),
+            shutdown.clone(),
+        ));
         let result = self.service.run(&spec, &mut Requests, shutdown).await;
         let _ = policies.await;
+        let _ = commands.await;
         result
     }
 }
