@@ -4,6 +4,7 @@
 CARGO ?= cargo
 BENCH_ARGS ?= --clusters 4 --events 200000
 AUDIT_BENCH_ARGS ?= --objects 100000 --checkov-objects 1000
+COMMANDS_BENCH_ARGS ?= --clusters 1000 --round-trips 300
 
 .PHONY: setup build demo test fmt lint bench clean
 
@@ -34,6 +35,7 @@ bench:
 	$(CARGO) build --release --locked -p canopy-loadtest -p canopyctl
 	./target/release/loadtest pipeline $(BENCH_ARGS)
 	./target/release/loadtest audit $(AUDIT_BENCH_ARGS)
+	./target/release/loadtest commands $(COMMANDS_BENCH_ARGS)
 
 clean:
 	rm -rf .state target
