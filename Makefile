@@ -32,7 +32,7 @@ test: lint
 
 bench:
 	@bash scripts/setup --bench
-	$(CARGO) build --release --locked -p canopy-loadtest -p canopyctl
+	$(CARGO) build --release --locked --workspace --bins
 	./target/release/loadtest pipeline $(BENCH_ARGS)
 	./target/release/loadtest audit $(AUDIT_BENCH_ARGS)
 	./target/release/loadtest commands $(COMMANDS_BENCH_ARGS)

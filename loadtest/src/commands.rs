@@ -45,6 +45,10 @@ pub struct Args {
     /// Fan-outs to every cluster (the figure is each one's time).
     #[arg(long, default_value_t = 3)]
     pub fan_outs: u32,
+    /// RunAudit round trips with the three demo clusters (real api, cnc, leaf servers, agents;
+    /// needs the services built in the same profile as loadtest); 0 skips them.
+    #[arg(long, default_value_t = 30)]
+    pub demo_round_trips: u32,
     #[arg(long, value_enum, default_value = "text")]
     pub output: Output,
 }
@@ -138,6 +142,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }
     stop.cancel();
     let _ = tokio::join!(agents, cnc, observer);
+    let mut audits = if args.demo_round_trips > 0 {
+        demo_round_trips(args.demo_round_trips).await?
+    } else {
+        Vec::new()
+    };
+    audits.sort_by(f64::total_cmp);
+    let audit_p50 = percentile(&audits, 50.0).unwrap_or(0.0);
+    let audit_p99 = percentile(&audits, 99.0).unwrap_or(0.0);
 
     let p50 = percentile(&rtt, 50.0).unwrap_or(0.0);
     let p99 = percentile(&rtt, 99.0).unwrap_or(0.0);
@@ -152,6 +164,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 "clusters": args.clusters,
                 "fan_out_acknowledged_s": fan_outs,
                 "fan_out_target_s": TARGET_FAN_OUT_S,
+                "demo_run_audit_round_trips": audits.len(),
+                "demo_run_audit_ms": { "p50": audit_p50, "p99": audit_p99 },
             })
         ),
         Output::Text => {
@@ -174,9 +188,96 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 each.join(", "),
                 verdict(worst_fan_out < TARGET_FAN_OUT_S)
             );
+            if !audits.is_empty() {
+                println!(
+                    "commands: RunAudit round trip with the 3 demo clusters (api -> ... -> agent audit -> CommandSucceeded at the seed), {} in a row",
+                    audits.len()
+                );
+                println!("  p50 {audit_p50:.1} ms, p99 {audit_p99:.1} ms");
+            }
         }
     }
     Ok(())
+}
+
+/// RunAudit through the api to each demo cluster in turn, timed until its `CommandSucceeded`
+/// is in the seed's FLEET_EVENTS.
+async fn demo_round_trips(n: u32) -> anyhow::Result<Vec<f64>> {
+    use canopy_e2e::{LeafSpec, Stack, StackOptions};
+    use canopy_proto::api::v1::{RunCommandRequest, command_service_client::CommandServiceClient};
+    use canopy_testkit::Fixture;
+
+    let demo = [
+        ("prod-eu", "prod"),
+        ("staging-us", "staging"),
+        ("dev-ap", "dev"),
+    ];
+    let leaves = demo
+        .iter()
+        .map(|(c, env)| Ok(LeafSpec::new(c, Fixture::load(c)?).with_label("env", env)))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let stack = Stack::start(StackOptions::new(leaves)).await?;
+    let result = async {
+        let js = jetstream::new(async_nats::connect(stack.seed.client_url()).await?);
+        let (tx, mut seen) = mpsc::unbounded_channel();
+        let stop = CancellationToken::new();
+        let observer = tokio::spawn(observe(js, tx, stop.clone()));
+        let mut client = CommandServiceClient::connect(stack.api_url()).await?;
+        let run = |cluster: &str| RunCommandRequest {
+            target: Some(CommandTarget {
+                target: Some(Target::ClusterId(cluster.to_owned())),
+            }),
+            deadline: None,
+            timeout_ms: 60_000,
+            idempotency_key: String::new(),
+        };
+        // The clusters have reported once cnc dispatches to each of them.
+        for (cluster, _) in demo {
+            let deadline = Instant::now() + Duration::from_secs(120);
+            loop {
+                let id = client
+                    .run_audit(run(cluster))
+                    .await?
+                    .into_inner()
+                    .command_id;
+                if wait_for(
+                    &mut seen,
+                    Duration::from_secs(10),
+                    |s| matches!(s, Seen::Succeeded(got) if *got == id),
+                )
+                .await
+                .is_ok()
+                {
+                    break;
+                }
+                anyhow::ensure!(Instant::now() < deadline, "{cluster} never answered");
+            }
+        }
+        let mut out = Vec::with_capacity(n as usize);
+        for i in 0..n {
+            let (cluster, _) = demo[i as usize % demo.len()];
+            let started = Instant::now();
+            let id = client
+                .run_audit(run(cluster))
+                .await?
+                .into_inner()
+                .command_id;
+            wait_for(
+                &mut seen,
+                Duration::from_secs(60),
+                |s| matches!(s, Seen::Succeeded(got) if *got == id),
+            )
+            .await
+            .with_context(|| format!("the audit of {cluster} did not succeed"))?;
+            out.push(started.elapsed().as_secs_f64() * 1000.0);
+        }
+        stop.cancel();
+        let _ = observer.await;
+        anyhow::Ok(out)
+    }
+    .await;
+    stack.shutdown().await?;
+    result
 }
 
 fn verdict(ok: bool) -> &'static str {
