@@ -8,7 +8,9 @@ use thiserror::Error;
 
 #[derive(Debug, Clone, Error, PartialEq, Eq)]
 pub enum CronError {
-    #[error("{0:?} needs five fields (minute hour day-of-month month day-of-week)")]
+    #[error(
+        "{0:?} needs five fields (minute hour day-of-month month day-of-week), or six with seconds first"
+    )]
     Fields(String),
     #[error("{expr:?}: {reason}")]
     Expression { expr: String, reason: String },
@@ -24,18 +26,19 @@ pub struct CronSpec {
 }
 
 impl CronSpec {
-    /// Reads a five-field expression (minute hour day-of-month month day-of-week) in
-    /// `time_zone` (empty: UTC).
+    /// Reads a five-field expression (minute hour day-of-month month day-of-week), or a
+    /// six-field one with seconds first, in `time_zone` (empty: UTC).
     pub fn parse(expr: &str, time_zone: &str) -> Result<Self, CronError> {
-        if expr.split_whitespace().count() != 5 {
-            return Err(CronError::Fields(expr.to_owned()));
-        }
-        // The cron crate reads seconds first.
-        let schedule =
-            cron::Schedule::from_str(&format!("0 {expr}")).map_err(|e| CronError::Expression {
-                expr: expr.to_owned(),
-                reason: e.to_string(),
-            })?;
+        let full = match expr.split_whitespace().count() {
+            // The cron crate reads seconds first.
+            5 => format!("0 {expr}"),
+            6 => expr.to_owned(),
+            _ => return Err(CronError::Fields(expr.to_owned())),
+        };
+        let schedule = cron::Schedule::from_str(&full).map_err(|e| CronError::Expression {
+            expr: expr.to_owned(),
+            reason: e.to_string(),
+        })?;
         let tz = if time_zone.is_empty() {
             chrono_tz::UTC
         } else {
@@ -83,9 +86,18 @@ mod tests {
     #[test]
     fn reads_five_fields_in_a_time_zone() {
         assert!(matches!(
-            CronSpec::parse("* * * * * *", ""),
+            CronSpec::parse("* * * *", ""),
             Err(CronError::Fields(_))
         ));
+        assert!(matches!(
+            CronSpec::parse("0 0 * * * * 2030", ""),
+            Err(CronError::Fields(_))
+        ));
+        let seconds = CronSpec::parse("*/5 * * * * *", "").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            seconds.next_after(at("2026-01-10T12:00:01Z")),
+            Some(at("2026-01-10T12:00:05Z"))
+        );
         assert!(matches!(
             CronSpec::parse("61 * * * *", ""),
             Err(CronError::Expression { .. })

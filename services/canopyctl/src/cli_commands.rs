@@ -113,7 +113,8 @@ pub enum SchedulesCommand {
 pub struct CreateScheduleArgs {
     #[arg(long)]
     pub name: String,
-    /// Five fields: minute hour day-of-month month day-of-week, e.g. "0 3 * * *".
+    /// Five fields: minute hour day-of-month month day-of-week, e.g. "0 3 * * *" (six with
+    /// seconds first).
     #[arg(long)]
     pub cron: String,
     /// IANA time zone the expression is read in.

@@ -25,6 +25,7 @@ pub const CONTROL_SUBJECTS: &[&str] = &[
 
 pub struct App {
     service: ConsumerService,
+    commands: commands::Options,
 }
 
 impl App {
@@ -35,7 +36,12 @@ impl App {
             streams::fleet_events(),
         ];
         let service = ConsumerService::build("canopy-cnc", &cfg.nats, &cfg.http, &wanted).await?;
-        Ok(Self { service })
+        Ok(Self {
+            service,
+            commands: commands::Options {
+                catch_up: cfg.schedule_catch_up,
+            },
+        })
     }
 
     pub fn http_addr(&self) -> anyhow::Result<SocketAddr> {
@@ -53,6 +59,7 @@ impl App {
         ));
         let commands = tokio::spawn(commands::run(
             self.service.jetstream().clone(),
+            self.commands,
             shutdown.clone(),
         ));
         let result = self.service.run(&spec, &mut Requests, shutdown).await;

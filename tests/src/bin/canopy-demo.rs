@@ -220,6 +220,12 @@ fn print_usage(stack: &Stack) {
         "  canopyctl derogations grant --check HOST-NET --cluster-label env=staging --reason ... --approver ... --expires-in 7d"
     );
     println!("  canopyctl audit services/canopy-testkit/fixtures/staging-us   # offline, for CI");
+    println!("  canopyctl run audit --cluster staging-us --wait   # ends with the audit's summary");
+    println!("  canopyctl run audit --selector env=prod --wait --timeout 1m");
+    println!("  canopyctl commands list");
+    println!(
+        "  canopyctl schedules create --name nightly --cron \"0 3 * * *\" --kind audit --selector env=prod"
+    );
     println!();
     println!(
         "gRPC api: {}  (grpcurl -plaintext {} list)",

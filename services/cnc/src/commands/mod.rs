@@ -7,6 +7,7 @@
 //! deadline are marked `CommandTimedOut`.
 
 pub mod domain;
+pub mod schedules;
 
 use std::time::Duration;
 
@@ -30,9 +31,21 @@ use canopy_kit::streams;
 use canopy_kit::subject::ClusterId;
 
 use domain::{CommandState, Decision};
+use schedules::Schedules;
+
+/// How dispatch behaves.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    /// Schedule ticks missed (cnc down) fire late when they are at most this old.
+    pub catch_up: Duration,
+}
 
 /// CONTROL subjects the dispatcher folds.
-pub const CONTROL_FILTERS: &[&str] = &["canopy.ctl.command.>", "canopy.ctl.interconnect.revoked"];
+pub const CONTROL_FILTERS: &[&str] = &[
+    "canopy.ctl.command.>",
+    "canopy.ctl.schedule.>",
+    "canopy.ctl.interconnect.revoked",
+];
 /// FLEET_EVENTS subjects the dispatcher folds.
 pub const FLEET_FILTERS: &[&str] = &["canopy.evt.*.agent.started", "canopy.evt.*.command.>"];
 const PRODUCER: &str = "cnc";
@@ -43,12 +56,12 @@ const GRACE: chrono::Duration = chrono::Duration::seconds(1);
 
 /// Runs dispatch until `shutdown`; failures (NATS away) restart it with backoff, replaying the
 /// state from the streams.
-pub async fn run(js: jetstream::Context, shutdown: CancellationToken) {
+pub async fn run(js: jetstream::Context, opts: Options, shutdown: CancellationToken) {
     let mut backoff = Duration::from_millis(500);
     loop {
         let outcome = tokio::select! {
             () = shutdown.cancelled() => return,
-            outcome = run_once(&js, &shutdown) => outcome,
+            outcome = run_once(&js, opts, &shutdown) => outcome,
         };
         match outcome {
             Ok(()) => return,
@@ -72,7 +85,12 @@ fn ordered(filters: &[&str]) -> OrderedConfig {
     }
 }
 
-async fn run_once(js: &jetstream::Context, shutdown: &CancellationToken) -> anyhow::Result<()> {
+async fn run_once(
+    js: &jetstream::Context,
+    opts: Options,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<()> {
+    let catch_up = chrono::Duration::from_std(opts.catch_up).unwrap_or(chrono::Duration::zero());
     let control = js
         .get_stream(streams::CONTROL)
         .await
@@ -94,6 +112,7 @@ async fn run_once(js: &jetstream::Context, shutdown: &CancellationToken) -> anyh
     let mut control = control.messages().await?;
     let mut fleet = fleet.messages().await?;
     let mut state = CommandState::default();
+    let mut schedules = Schedules::default();
     let mut live = false;
     let mut sweep = tokio::time::interval(SWEEP);
     sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -105,7 +124,11 @@ async fn run_once(js: &jetstream::Context, shutdown: &CancellationToken) -> anyh
                 let m = m.context("the CONTROL consumer ended")??;
                 let pending = m.info().map_err(|e| anyhow::anyhow!("{e}"))?.pending;
                 match envelope::decode_on(Plane::Ctl, &m.subject, &m.payload) {
-                    Ok(env) => if let Some(body) = &env.body { state.apply_control(&env.cluster_id, body) },
+                    Ok(env) => if let Some(body) = &env.body {
+                        let at = domain::to_time(env.occurred_at.as_ref()).unwrap_or_else(Utc::now);
+                        schedules.apply(at, body);
+                        state.apply_control(&env.cluster_id, body);
+                    },
                     Err(e) => warn!(subject = %m.subject, error = %e, "undecodable control event skipped"),
                 }
                 caught_up.0 |= pending == 0;
@@ -133,8 +156,18 @@ async fn run_once(js: &jetstream::Context, shutdown: &CancellationToken) -> anyh
             info!(
                 clusters = state.clusters(),
                 tracked = state.tracked(),
+                schedules = schedules.len(),
                 "command state replayed; dispatching"
             );
+        }
+        if swept {
+            for request in schedules.due(Utc::now(), catch_up) {
+                fire(js, &request).await?;
+                if let Some(tick) = domain::to_time(request.scheduled_for.as_ref()) {
+                    schedules.fired(&request.schedule_id, tick);
+                }
+                state.apply_control("", &Body::CommandRequested(request));
+            }
         }
         for request in state.take_undecided() {
             let decision = state.decide(&request, Utc::now());
@@ -146,6 +179,24 @@ async fn run_once(js: &jetstream::Context, shutdown: &CancellationToken) -> anyh
             state.forget_finished();
         }
     }
+}
+
+/// Publishes a schedule's tick as a request; its id is derived from (schedule, tick), so a tick
+/// fired twice (a crash before the state moved on) is stored once.
+async fn fire(js: &jetstream::Context, request: &CommandRequested) -> anyhow::Result<()> {
+    let mut env = envelope::new_for(None, PRODUCER, Body::CommandRequested(request.clone()));
+    env.event_id = request.command_id.clone();
+    env.correlation_id = request.schedule_id.clone();
+    canopy_kit::publish::publish(js, &env)
+        .await
+        .context("failed to fire a schedule")?;
+    metrics::counter!("canopy_cnc_schedule_fires_total").increment(1);
+    info!(
+        schedule_id = %request.schedule_id,
+        command_id = %request.command_id,
+        "schedule fired"
+    );
+    Ok(())
 }
 
 /// A deterministic event id, so that a decision published again after a crash is dropped by
