@@ -31,9 +31,10 @@ test: lint
 
 bench:
 	@bash scripts/setup --bench
-	$(CARGO) build --release --locked -p canopy-loadtest -p canopyctl
+	$(CARGO) build --release --locked -p canopy-loadtest -p canopyctl -p canopy-doctor
 	./target/release/loadtest pipeline $(BENCH_ARGS)
 	./target/release/loadtest audit $(AUDIT_BENCH_ARGS)
+	./target/release/loadtest doctor $(DOCTOR_BENCH_ARGS)
 
 clean:
 	rm -rf .state target

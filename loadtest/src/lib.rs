@@ -4,6 +4,7 @@
 
 pub mod audit;
 pub mod ceilings;
+pub mod doctor;
 pub mod pipeline;
 pub mod stats;
 
@@ -36,6 +37,9 @@ pub enum Mode {
     /// small files and one stream on stdin, pinned to one CPU: objects/s and peak memory; then
     /// canopyctl and checkov side by side on the same 1,000 objects.
     Audit(audit::Args),
+    /// The doctor binary fed heartbeats of 1,000 simulated clusters (1,000 heartbeats/s): its
+    /// CPU per 1,000 heartbeats/s and how soon a silent cluster is judged unreachable.
+    Doctor(doctor::Args),
     /// Internal: runs a command pinned to a CPU and prints its wall time and peak memory.
     #[command(hide = true)]
     Measure(audit::MeasureArgs),
@@ -48,6 +52,7 @@ pub enum Mode {
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.mode {
         Mode::Pipeline(args) => pipeline::run(args).await,
+        Mode::Doctor(args) => doctor::run(args).await,
         // Blocking work on this thread: `measure` pins the thread that spawns the child.
         Mode::Audit(args) => audit::run(args),
         Mode::Measure(args) => audit::measure(&args),
