@@ -36,6 +36,7 @@ bench:
 	./target/release/loadtest pipeline $(BENCH_ARGS)
 	./target/release/loadtest audit $(AUDIT_BENCH_ARGS)
 	./target/release/loadtest commands $(COMMANDS_BENCH_ARGS)
+	./target/release/loadtest doctor $(DOCTOR_BENCH_ARGS)
 
 clean:
 	rm -rf .state target

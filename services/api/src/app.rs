@@ -235,6 +235,7 @@ async fn set_status(reporter: &HealthReporter, db: bool, nats: bool) {
     for name in [
         command_service_server::SERVICE_NAME,
         schedule_service_server::SERVICE_NAME,
+        canopy_kit::proto::api::v1::health_service_server::SERVICE_NAME,
     ] {
         reporter.set_service_status(name, status(db && nats)).await;
     }

@@ -24,6 +24,7 @@ const FINDINGS: &str = "canopy.api.v1.FindingsService";
 const POLICY: &str = "canopy.api.v1.PolicyService";
 const COMMANDS: &str = "canopy.api.v1.CommandService";
 const SCHEDULES: &str = "canopy.api.v1.ScheduleService";
+const HEALTH: &str = "canopy.api.v1.HealthService";
 
 async fn status(channel: &Channel, service: &str) -> anyhow::Result<ServingStatus> {
     let response = HealthClient::new(channel.clone())
@@ -39,7 +40,9 @@ async fn status(channel: &Channel, service: &str) -> anyhow::Result<ServingStatu
 async fn serves_health_and_reflection() -> anyhow::Result<()> {
     let stack = Stack::start().await?;
     let channel = stack.channel().await?;
-    for service in ["", FLEET, EVENTS, FINDINGS, POLICY, COMMANDS, SCHEDULES] {
+    for service in [
+        "", FLEET, EVENTS, FINDINGS, POLICY, COMMANDS, SCHEDULES, HEALTH,
+    ] {
         assert_eventually!(
             WAIT,
             async { Ok(status(&channel, service).await? == ServingStatus::Serving) },
@@ -68,6 +71,7 @@ async fn serves_health_and_reflection() -> anyhow::Result<()> {
             EVENTS,
             FINDINGS,
             FLEET,
+            HEALTH,
             POLICY,
             SCHEDULES,
             "grpc.health.v1.Health",
