@@ -621,7 +621,8 @@ async fn commands_run_at_most_once_across_redelivery_and_agent_restart() -> anyh
     assert_eq!(
         count(
             &events,
-            |b| matches!(b, Body::CommandFailed(f) if f.reason == "interrupted")
+            |b| matches!(b, Body::CommandFailed(f) if f.reason == "interrupted"
+                && f.kind == canopy_proto::event::v1::CommandKind::CheckLiveness as i32)
         ),
         1
     );

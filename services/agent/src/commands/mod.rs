@@ -55,7 +55,8 @@ const ACK_WAIT: Duration = Duration::from_secs(30);
 const PROGRESS: Duration = Duration::from_secs(10);
 const PRODUCER: &str = "agent";
 
-const ACCEPTED: &[u8] = b"accepted";
+/// `accepted <kind number>`: the kind is kept for the report of an interrupted run.
+const ACCEPTED: &str = "accepted";
 const DONE: &[u8] = b"done";
 
 /// What a command needs to run.
@@ -191,12 +192,12 @@ async fn report_interrupted(ctx: &Context, store: &kv::Store) -> anyhow::Result<
             .get(&k)
             .await
             .context("failed to read the agent's state")?
-            && v.as_ref() == ACCEPTED
+            && let Some(kind) = accepted_kind(&v)
         {
-            left.push(k);
+            left.push((k, kind));
         }
     }
-    for k in left {
+    for (k, kind) in left {
         let Some(command_id) = k.strip_prefix("cmd.") else {
             continue;
         };
@@ -208,17 +209,20 @@ async fn report_interrupted(ctx: &Context, store: &kv::Store) -> anyhow::Result<
             "interrupted",
             "the agent stopped while it ran the command; it is not run again",
         );
-        finish(
-            ctx,
-            store,
-            command_id,
-            CommandKind::Unspecified as i32,
-            failed,
-            0,
-        )
-        .await?;
+        finish(ctx, store, command_id, kind, failed, 0).await?;
     }
     Ok(())
+}
+
+/// The kind of a command recorded as accepted (not done).
+fn accepted_kind(value: &[u8]) -> Option<i32> {
+    let text = std::str::from_utf8(value).ok()?;
+    let rest = text.strip_prefix(ACCEPTED)?;
+    Some(
+        rest.trim()
+            .parse()
+            .unwrap_or(CommandKind::Unspecified as i32),
+    )
 }
 
 fn deadline_of(cmd: &Command) -> Option<DateTime<Utc>> {
@@ -299,7 +303,8 @@ async fn execute_once(
         return finish(ctx, store, id, cmd.kind, failed, 0).await;
     }
     // The claim: whoever creates the key runs the command.
-    match store.create(key(id), Bytes::from_static(ACCEPTED)).await {
+    let claim = Bytes::from(format!("{ACCEPTED} {}", cmd.kind));
+    match store.create(key(id), claim).await {
         Ok(_) => {}
         Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => return Ok(()),
         Err(e) => {
@@ -427,5 +432,17 @@ async fn execute(ctx: &Context, cmd: &Command) -> Outcome {
             }
         }
         CommandKind::Unspecified => Outcome::failed("invalid", "the command kind is unspecified"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_accepted_record_keeps_its_kind_and_done_is_not_accepted() {
+        assert_eq!(accepted_kind(b"accepted 3"), Some(3));
+        assert_eq!(accepted_kind(b"accepted"), Some(0));
+        assert_eq!(accepted_kind(DONE), None);
     }
 }
