@@ -3,4 +3,5 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // shared test helpers
 
 mod audit;
+mod isolation;
 mod mesh;
