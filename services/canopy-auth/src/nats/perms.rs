@@ -167,7 +167,7 @@ pub const USERS: &[UserSpec] = &[
             "$JS.{cluster}.API.CONSUMER.DELETE.EVENTS.>",
             "$JS.FC.EVENTS.>",
             "$JSC.R.>",
-            "$JSC.SI.>",
+            "canopy.down.{cluster}.>",
         ],
         reads: &[],
         owns: &[],
