@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
+use canopy_auth::nats::{Authority, Layout};
 use canopy_testkit::{FakeKube, Fixture, NatsOpts, NatsProcess, Postgres, TcpProxy};
 
 use crate::service::Service;
@@ -53,6 +54,14 @@ pub struct StackOptions {
     pub audit_debounce: Duration,
     /// The api's gRPC address; a free loopback port when `None`.
     pub api_listen: Option<SocketAddr>,
+    /// Mint a new NATS operator and accounts (the demo) instead of signing with the test
+    /// operator of `canopy_testkit::nats::test_auth_dir` (tests: its administrator, the
+    /// default `CANOPY_NATS_CREDS` of `cargo test`, can then reach the seed).
+    pub fresh_operator: bool,
+    /// Run the api with token authentication (a fresh HS256 key file; the stack issues an
+    /// admin token, [`Stack::admin_token`]). Off by default: the api then runs with
+    /// `--insecure-no-auth` (NATS is in operator mode either way).
+    pub api_auth: bool,
     /// The agents' `--health-interval`.
     pub health_interval: Duration,
     /// Extra arguments of the doctor (e.g. `--playbook rollout-restart=auto`).
@@ -69,6 +78,8 @@ impl StackOptions {
             audit_interval: Duration::from_secs(600),
             audit_debounce: Duration::from_millis(500),
             api_listen: None,
+            fresh_operator: false,
+            api_auth: false,
             health_interval: Duration::from_secs(2),
             doctor_args: vec!["--recovery-hold".to_owned(), "2s".to_owned()],
         }
@@ -103,6 +114,11 @@ pub struct Stack {
     pub cnc: Service,
     pub doctor: Service,
     pub api_addr: SocketAddr,
+    /// The NATS operator, accounts and every service's credentials (`canopyctl nats init`).
+    pub nats_auth: Layout,
+    /// The api's token key file and an admin token for it, when `api_auth` is on.
+    pub api_token_keys: Option<PathBuf>,
+    pub admin_token: Option<String>,
     seed_leaf_port: u16,
     _tmp: Option<tempfile::TempDir>,
 }
@@ -158,13 +174,20 @@ impl Stack {
             Err(e) => return Err(e),
         };
 
+        let clusters: Vec<String> = opts.leaves.iter().map(|l| l.cluster.clone()).collect();
+        let authority = if opts.fresh_operator {
+            Authority::generate()
+        } else {
+            test_authority()?
+        };
+        let layout = canopy_auth::nats::init(&dir.join("nats-auth"), &authority, &clusters)?;
         let seed_leaf_port = canopy_testkit::try_free_port()?;
-        let seed = start_seed_nats(&dir, seed_leaf_port).await?;
+        let seed = start_seed_nats_with(&dir, seed_leaf_port, &layout).await?;
         let seed_url = seed.client_url();
 
         let mut leaves = Vec::new();
         for spec in &opts.leaves {
-            leaves.push(start_leaf(spec, &dir, seed_leaf_port, &opts).await?);
+            leaves.push(start_leaf(spec, &dir, seed_leaf_port, &opts, &layout).await?);
         }
         let cluster_list = opts
             .leaves
@@ -173,8 +196,12 @@ impl Stack {
             .collect::<Vec<_>>()
             .join(",");
 
-        let nats_env = |extra: &[(&str, &str)]| {
-            let mut e = env(&[("CANOPY_NATS_URL", &seed_url)]);
+        let nats_env = |user: &str, extra: &[(&str, &str)]| {
+            let creds = layout.seed_creds(user).display().to_string();
+            let mut e = env(&[
+                ("CANOPY_NATS_URL", &seed_url),
+                ("CANOPY_NATS_CREDS", &creds),
+            ]);
             e.extend(env(extra));
             e
         };
@@ -190,37 +217,66 @@ impl Stack {
                 "--monitor-url",
                 &monitor_url,
             ],
-            nats_env(&[("CANOPY_GATEWAY_LEAVES", &cluster_list)]),
+            nats_env("gateway", &[("CANOPY_GATEWAY_LEAVES", &cluster_list)]),
             &logs,
         )?;
         let mut ingestion = Service::new(
             "ingestion",
             "canopy-ingestion",
             &[],
-            nats_env(&[("CANOPY_INGESTION_DATABASE_URL", &database_url)]),
+            nats_env(
+                "ingestion",
+                &[("CANOPY_INGESTION_DATABASE_URL", &database_url)],
+            ),
             &logs,
         )?;
         let api_addr = match opts.api_listen {
             Some(addr) => addr,
             None => SocketAddr::from(([127, 0, 0, 1], canopy_testkit::try_free_port()?)),
         };
+        let (api_token_keys, admin_token) = if opts.api_auth {
+            let keys =
+                canopy_auth::token::TokenConfig::generate_hs256("canopy", "canopy-api", "k1");
+            let path = dir.join("api-auth").join("keys.json");
+            std::fs::create_dir_all(dir.join("api-auth"))?;
+            std::fs::write(&path, serde_json::to_string_pretty(&keys)?)?;
+            let token = canopy_auth::token::issue(
+                &keys,
+                None,
+                "admin",
+                canopy_auth::token::Role::Admin,
+                Default::default(),
+                Duration::from_secs(7 * 24 * 3600),
+            )?;
+            (Some(path), Some(token))
+        } else {
+            (None, None)
+        };
+        let api_auth_env = match &api_token_keys {
+            Some(path) => ("CANOPY_API_AUTH_KEYS", path.display().to_string()),
+            None => ("CANOPY_API_INSECURE_NO_AUTH", "true".to_owned()),
+        };
         let mut api = Service::new(
             "api",
             "canopy-api",
             &[],
-            nats_env(&[
-                ("CANOPY_API_DATABASE_URL", &database_url),
-                ("CANOPY_API_LISTEN", &api_addr.to_string()),
-            ]),
+            nats_env(
+                "api",
+                &[
+                    ("CANOPY_API_DATABASE_URL", &database_url),
+                    ("CANOPY_API_LISTEN", &api_addr.to_string()),
+                    (api_auth_env.0, &api_auth_env.1),
+                ],
+            ),
             &logs,
         )?;
-        let mut cnc = Service::new("cnc", "canopy-cnc", &[], nats_env(&[]), &logs)?;
+        let mut cnc = Service::new("cnc", "canopy-cnc", &[], nats_env("cnc", &[]), &logs)?;
         let doctor_args: Vec<&str> = opts.doctor_args.iter().map(String::as_str).collect();
         let mut doctor = Service::new(
             "doctor",
             "canopy-doctor",
             &doctor_args,
-            nats_env(&[]),
+            nats_env("doctor", &[]),
             &logs,
         )?;
         // The gateway creates the seed streams and the leaf sources; the others wait for them.
@@ -243,6 +299,9 @@ impl Stack {
             cnc,
             doctor,
             api_addr,
+            nats_auth: layout,
+            api_token_keys,
+            admin_token,
             seed_leaf_port,
             _tmp: tmp,
         })
@@ -320,21 +379,43 @@ impl Stack {
     }
 }
 
+/// The test operator (`canopy_testkit::nats::test_auth_dir`), whose administrator is the
+/// default `CANOPY_NATS_CREDS` of `cargo test`.
+///
+/// # Errors
+/// When its keys are missing.
+pub fn test_authority() -> anyhow::Result<Authority> {
+    Authority::load(&canopy_testkit::nats::test_auth_dir())
+}
+
 /// Starts the seed nats-server from `nats-config/seed.conf` (data and logs under `dir`), with
-/// its leafnode listener on `leaf_port`.
+/// its leafnode listener on `leaf_port`, in operator mode with the test operator (credentials
+/// under `dir/nats-auth`).
 ///
 /// # Errors
 /// When nats-server is missing or does not become healthy.
 pub async fn start_seed_nats(dir: &Path, leaf_port: u16) -> anyhow::Result<NatsProcess> {
-    start_nats(
-        "seed",
-        dir,
-        &[
-            ("CANOPY_LEAF_HOST", "127.0.0.1"),
-            ("CANOPY_LEAF_PORT", &leaf_port.to_string()),
-        ],
-    )
-    .await
+    let layout = canopy_auth::nats::init(&dir.join("nats-auth"), &test_authority()?, &[])?;
+    start_seed_nats_with(dir, leaf_port, &layout).await
+}
+
+/// [`start_seed_nats`] with the operator and accounts of `layout`; `connect()` uses its admin.
+///
+/// # Errors
+/// When nats-server is missing or does not become healthy.
+pub async fn start_seed_nats_with(
+    dir: &Path,
+    leaf_port: u16,
+    layout: &Layout,
+) -> anyhow::Result<NatsProcess> {
+    let mut vars = layout.seed_env();
+    vars.extend(env(&[
+        ("CANOPY_LEAF_HOST", "127.0.0.1"),
+        ("CANOPY_LEAF_PORT", &leaf_port.to_string()),
+    ]));
+    let mut nats = start_nats("seed", dir, &vars).await?;
+    nats.set_connect_creds(layout.seed_creds("admin"));
+    Ok(nats)
 }
 
 /// Starts the leaf nats-server of `cluster` from `nats-config/leaf.conf` (JetStream domain =
@@ -347,21 +428,43 @@ pub async fn start_leaf_nats(
     cluster: &str,
     seed_leaf_port: u16,
 ) -> anyhow::Result<NatsProcess> {
-    start_nats(
-        cluster,
-        dir,
-        &[
-            ("CANOPY_CLUSTER_ID", cluster),
-            (
-                "CANOPY_UPLINK_URL",
-                &format!("nats-leaf://127.0.0.1:{seed_leaf_port}"),
-            ),
-        ],
-    )
-    .await
+    let layout = canopy_auth::nats::init(
+        &dir.join("nats-auth"),
+        &test_authority()?,
+        &[cluster.to_owned()],
+    )?;
+    start_leaf_nats_with(dir, cluster, seed_leaf_port, &layout).await
 }
 
-async fn start_nats(name: &str, dir: &Path, extra: &[(&str, &str)]) -> anyhow::Result<NatsProcess> {
+/// [`start_leaf_nats`] with the leaf account and link user of `layout`; `connect()` uses the
+/// leaf's admin.
+///
+/// # Errors
+/// When nats-server is missing or does not become healthy.
+pub async fn start_leaf_nats_with(
+    dir: &Path,
+    cluster: &str,
+    seed_leaf_port: u16,
+    layout: &Layout,
+) -> anyhow::Result<NatsProcess> {
+    let mut vars = layout.leaf_env(cluster);
+    vars.extend(env(&[
+        ("CANOPY_CLUSTER_ID", cluster),
+        (
+            "CANOPY_UPLINK_URL",
+            &format!("nats-leaf://127.0.0.1:{seed_leaf_port}"),
+        ),
+    ]));
+    let mut nats = start_nats(cluster, dir, &vars).await?;
+    nats.set_connect_creds(layout.leaf_creds(cluster, "admin"));
+    Ok(nats)
+}
+
+async fn start_nats(
+    name: &str,
+    dir: &Path,
+    extra: &[(String, String)],
+) -> anyhow::Result<NatsProcess> {
     let conf = if name == "seed" { "seed" } else { "leaf" };
     let client_port = canopy_testkit::try_free_port()?;
     let monitor_port = canopy_testkit::try_free_port()?;
@@ -377,7 +480,7 @@ async fn start_nats(name: &str, dir: &Path, extra: &[(&str, &str)]) -> anyhow::R
         ),
         ("CANOPY_NATS_STORE_DIR", &store.display().to_string()),
     ]);
-    vars.extend(env(extra));
+    vars.extend(extra.iter().cloned());
     NatsProcess::spawn(NatsOpts {
         name: name.to_owned(),
         config_file: nats_config(conf),
@@ -394,10 +497,11 @@ async fn start_leaf(
     dir: &Path,
     seed_leaf_port: u16,
     opts: &StackOptions,
+    layout: &Layout,
 ) -> anyhow::Result<Leaf> {
     let cluster = spec.cluster.as_str();
     let link = TcpProxy::start(SocketAddr::from(([127, 0, 0, 1], seed_leaf_port))).await?;
-    let nats = start_leaf_nats(dir, cluster, link.port()).await?;
+    let nats = start_leaf_nats_with(dir, cluster, link.port(), layout).await?;
     let kube = FakeKube::start(spec.fixture.clone())
         .await
         .with_context(|| format!("failed to start the fake Kubernetes API of {cluster}"))?;
@@ -407,7 +511,13 @@ async fn start_leaf(
         &format!("gateway-leafnode-{cluster}"),
         "canopy-gateway-leafnode",
         &["--role", "leaf", "--cluster-id", cluster],
-        env(&[("CANOPY_NATS_URL", &nats_url)]),
+        env(&[
+            ("CANOPY_NATS_URL", &nats_url),
+            (
+                "CANOPY_NATS_CREDS",
+                &layout.leaf_creds(cluster, "gateway").display().to_string(),
+            ),
+        ]),
         &logs,
     )?;
     let labels = spec
@@ -416,7 +526,13 @@ async fn start_leaf(
         .map(|(k, v)| format!("{k}={v}"))
         .collect::<Vec<_>>()
         .join(",");
-    let mut agent_env = env(&[("CANOPY_NATS_URL", &nats_url)]);
+    let mut agent_env = env(&[
+        ("CANOPY_NATS_URL", &nats_url),
+        (
+            "CANOPY_NATS_CREDS",
+            &layout.leaf_creds(cluster, "agent").display().to_string(),
+        ),
+    ]);
     if !labels.is_empty() {
         agent_env.extend(env(&[("CANOPY_AGENT_LABELS", &labels)]));
     }

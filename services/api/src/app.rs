@@ -2,6 +2,7 @@
 //! server; graceful drain.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -39,6 +40,7 @@ use crate::adapters::{
     jetstream::JetStreamLog,
     postgres::PgReadModel,
 };
+use crate::auth::AuthLayer;
 use crate::config::Config;
 
 /// How long one health probe of Postgres or NATS may take.
@@ -47,6 +49,7 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 /// A bound, connected, not yet serving api.
 pub struct App {
     cfg: Config,
+    verifier: Option<canopy_auth::token::Verifier>,
     listener: TcpListener,
     pool: PgPool,
     client: async_nats::Client,
@@ -59,6 +62,18 @@ impl App {
     /// Neither needs to be reachable yet: the api starts, reports NOT_SERVING, and turns
     /// SERVING once both answer.
     pub async fn build(cfg: Config) -> anyhow::Result<Self> {
+        let verifier = match (&cfg.auth_keys, cfg.insecure_no_auth) {
+            (Some(path), _) => Some(canopy_auth::token::Verifier::new(
+                &canopy_auth::token::TokenConfig::load(path)?,
+            )?),
+            (None, true) => {
+                warn!("authentication is OFF (--insecure-no-auth): every caller may do anything");
+                None
+            }
+            (None, false) => anyhow::bail!(
+                "--auth-keys (CANOPY_API_AUTH_KEYS) is required; --insecure-no-auth serves without authentication"
+            ),
+        };
         let pool = PgPoolOptions::new()
             .max_connections(cfg.db_connections.max(1))
             .acquire_timeout(Duration::from_secs(5))
@@ -72,6 +87,7 @@ impl App {
         let health = HealthServer::bind(cfg.http.http_addr).await?;
         Ok(Self {
             cfg,
+            verifier,
             listener,
             pool,
             client,
@@ -123,6 +139,7 @@ impl App {
         let mut server = tokio::spawn(
             Server::builder()
                 .trace_fn(request_span)
+                .layer(AuthLayer::new(self.verifier, Arc::new(())))
                 .add_service(health_service)
                 .add_service(reflection)
                 .add_service(FleetServiceServer::new(FleetApi::new(read_model)))

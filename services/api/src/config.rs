@@ -1,6 +1,7 @@
 //! The api's configuration.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use canopy_kit::config::{HttpArgs, LogFormat, NatsArgs, TelemetryArgs};
@@ -33,6 +34,14 @@ pub struct Config {
     /// How long in-flight calls may take to finish on shutdown.
     #[arg(long, env = "CANOPY_API_DRAIN_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub drain_timeout: Duration,
+    /// Token key file (JSON: issuer, audience, keys; see `canopy_auth::token`): every call
+    /// but health checks needs a valid bearer token and the role of its method.
+    #[arg(long, env = "CANOPY_API_AUTH_KEYS")]
+    pub auth_keys: Option<PathBuf>,
+    /// Serve without authentication (local development only). Without it the api refuses to
+    /// start when --auth-keys is not given.
+    #[arg(long, env = "CANOPY_API_INSECURE_NO_AUTH", default_value_t = false)]
+    pub insecure_no_auth: bool,
     #[command(flatten)]
     pub nats: NatsArgs,
     #[command(flatten)]
@@ -43,7 +52,8 @@ pub struct Config {
 
 impl Config {
     /// Defaults for running in-process (tests, embedding): gRPC and HTTP on free loopback
-    /// ports, no environment variables read.
+    /// ports, no environment variables read, no authentication (set `auth_keys` and clear
+    /// `insecure_no_auth` to turn it on).
     pub fn new(database_url: impl Into<String>, nats: NatsArgs) -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -53,6 +63,8 @@ impl Config {
             watch_buffer: 256,
             health_interval: Duration::from_secs(5),
             drain_timeout: Duration::from_secs(10),
+            auth_keys: None,
+            insecure_no_auth: true,
             nats,
             http: HttpArgs::default(),
             telemetry: TelemetryArgs {

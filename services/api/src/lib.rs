@@ -4,6 +4,7 @@
 
 mod adapters;
 mod app;
+pub mod auth;
 pub mod config;
 pub mod domain;
 

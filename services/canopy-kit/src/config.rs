@@ -20,11 +20,20 @@ pub struct NatsArgs {
 }
 
 impl NatsArgs {
+    /// `url`, with the credentials of `$CANOPY_NATS_CREDS` when set (as on the command line).
     pub fn new(url: impl Into<String>) -> Self {
         Self {
             url: url.into(),
-            creds: None,
+            creds: std::env::var_os("CANOPY_NATS_CREDS")
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from),
         }
+    }
+
+    /// With the credentials file `creds`.
+    pub fn with_creds(mut self, creds: impl Into<PathBuf>) -> Self {
+        self.creds = Some(creds.into());
+        self
     }
 }
 

@@ -155,6 +155,8 @@ pub struct NatsProcess {
     child: Option<Child>,
     /// Owned temp dir for [`NatsProcess::standalone_in_temp`], removed on drop after the kill.
     _tmp: Option<tempfile::TempDir>,
+    /// The credentials [`NatsProcess::connect`] uses (an administrator of the server's account).
+    connect_creds: Option<PathBuf>,
 }
 
 // === impl NatsProcess ===
@@ -172,6 +174,7 @@ impl NatsProcess {
             bin,
             child: None,
             _tmp: None,
+            connect_creds: None,
         };
         process.start().await?;
         Ok(process)
@@ -180,6 +183,11 @@ impl NatsProcess {
     /// Writes a minimal single-server JetStream config into `tmp` (ports on 127.0.0.1 from
     /// [`crate::free_port`], store under `tmp/jetstream`) and starts it. `start` after `kill`
     /// or `stop` reuses the same ports and store.
+    ///
+    /// The server runs in operator mode with the test operator of [`test_auth_dir`] (full
+    /// resolver preloaded with its `SYS` and `CANOPY` accounts): [`NatsProcess::connect`] and
+    /// clients configured with [`test_admin_creds`] (also `CANOPY_NATS_CREDS` of
+    /// `.cargo/config.toml`) connect as its administrator; anything else is refused.
     ///
     /// # Errors
     /// As [`NatsProcess::spawn`], or when the config cannot be written.
@@ -192,6 +200,8 @@ impl NatsProcess {
         let client_port = crate::try_free_port().context("failed to pick the client port")?;
         let monitor_port = crate::try_free_port().context("failed to pick the monitor port")?;
         let store_dir = tmp.join("jetstream");
+        let resolver_dir = tmp.join("resolver");
+        copy_dir(&test_auth_dir().join("seed/resolver"), &resolver_dir)?;
         let opts = NatsOpts {
             name: format!("standalone-{client_port}"),
             config_file,
@@ -206,12 +216,33 @@ impl NatsProcess {
                     "CANOPY_NATS_STORE_DIR".into(),
                     store_dir.display().to_string(),
                 ),
+                (
+                    "CANOPY_NATS_OPERATOR_JWT".into(),
+                    test_auth_dir().join("operator.jwt").display().to_string(),
+                ),
+                ("CANOPY_NATS_SYSTEM_ACCOUNT".into(), test_system_account()?),
+                (
+                    "CANOPY_NATS_RESOLVER_DIR".into(),
+                    resolver_dir.display().to_string(),
+                ),
             ],
             client_port,
             monitor_port,
             log_file: tmp.join("nats-standalone.log"),
         };
-        Self::spawn(opts).await
+        let mut process = Self::spawn(opts).await?;
+        process.connect_creds = Some(test_admin_creds());
+        Ok(process)
+    }
+
+    /// Makes [`NatsProcess::connect`] use `creds` (a `.creds` file).
+    pub fn set_connect_creds(&mut self, creds: impl Into<PathBuf>) {
+        self.connect_creds = Some(creds.into());
+    }
+
+    /// The credentials [`NatsProcess::connect`] uses, if any.
+    pub fn connect_creds(&self) -> Option<&Path> {
+        self.connect_creds.as_deref()
     }
 
     /// [`NatsProcess::standalone`] in a fresh temp dir that lives as long as the process handle.
@@ -260,20 +291,25 @@ impl NatsProcess {
         self.child.as_ref().map(Child::id)
     }
 
-    /// Connects a plain client to this server.
+    /// Connects a client to this server, as its administrator when credentials are known.
     ///
     /// # Errors
     /// When the connection fails.
     pub async fn connect(&self) -> anyhow::Result<async_nats::Client> {
-        async_nats::connect(self.client_url())
-            .await
-            .with_context(|| {
-                format!(
-                    "failed to connect to nats-server {} at {}",
-                    self.opts.name,
-                    self.client_url()
-                )
-            })
+        let mut opts = async_nats::ConnectOptions::new();
+        if let Some(creds) = &self.connect_creds {
+            opts = opts
+                .credentials_file(creds)
+                .await
+                .with_context(|| format!("failed to read {}", creds.display()))?;
+        }
+        opts.connect(self.client_url()).await.with_context(|| {
+            format!(
+                "failed to connect to nats-server {} at {}",
+                self.opts.name,
+                self.client_url()
+            )
+        })
     }
 
     /// Whether the server process is alive (reaps it if it has exited).
@@ -423,13 +459,58 @@ impl Drop for NatsProcess {
     }
 }
 
+/// The test operator's files (`canopyctl nats init` output, committed for tests only): every
+/// standalone server trusts this operator, and stacks in tests sign their accounts with it.
+pub fn test_auth_dir() -> PathBuf {
+    crate::workspace_root().join("services/canopy-testkit/nats-test-auth")
+}
+
+/// The administrator of the test operator's `CANOPY` account.
+pub fn test_admin_creds() -> PathBuf {
+    test_auth_dir().join("seed/admin.creds")
+}
+
+/// The public key of the test operator's system account.
+///
+/// # Errors
+/// When the fixture is missing.
+pub fn test_system_account() -> anyhow::Result<String> {
+    let env = test_auth_dir().join("seed/nats.env");
+    let text = std::fs::read_to_string(&env)
+        .with_context(|| format!("failed to read {}", env.display()))?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("CANOPY_NATS_SYSTEM_ACCOUNT="))
+        .map(str::to_owned)
+        .with_context(|| format!("{} names no system account", env.display()))
+}
+
+fn copy_dir(from: &Path, to: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(to).with_context(|| format!("failed to create {}", to.display()))?;
+    for entry in
+        std::fs::read_dir(from).with_context(|| format!("failed to read {}", from.display()))?
+    {
+        let entry = entry?;
+        std::fs::copy(entry.path(), to.join(entry.file_name()))
+            .with_context(|| format!("failed to copy {}", entry.path().display()))?;
+    }
+    Ok(())
+}
+
 /// Every value comes from the environment so `start` after a kill reuses ports and store.
 const STANDALONE_CONFIG: &str = "\
-# Written by canopy-testkit: one plain JetStream server on loopback.
+# Written by canopy-testkit: one JetStream server on loopback, in operator mode.
 server_name: $CANOPY_NATS_NAME
 host: 127.0.0.1
 port: $CANOPY_NATS_PORT
 http_port: $CANOPY_NATS_HTTP_PORT
+max_control_line: 64KB
+operator: $CANOPY_NATS_OPERATOR_JWT
+system_account: $CANOPY_NATS_SYSTEM_ACCOUNT
+resolver {
+  type: full
+  dir: $CANOPY_NATS_RESOLVER_DIR
+  allow_delete: false
+}
 jetstream {
   store_dir: $CANOPY_NATS_STORE_DIR
 }

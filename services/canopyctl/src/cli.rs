@@ -20,6 +20,13 @@ pub struct Cli {
         default_value = "http://127.0.0.1:50051"
     )]
     pub api: String,
+    /// Bearer token for the API (default: the file of --token-file).
+    #[arg(long, global = true, env = "CANOPY_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// File holding the bearer token, read when --token / CANOPY_TOKEN is not set
+    /// (default: $XDG_CONFIG_HOME/canopy/token or ~/.config/canopy/token).
+    #[arg(long, global = true, env = "CANOPY_TOKEN_FILE")]
+    pub token_file: Option<std::path::PathBuf>,
     /// Output format.
     #[arg(long, short = 'o', global = true, env = "CANOPY_OUTPUT", value_enum, default_value_t = OutputFormat::Table)]
     pub output: OutputFormat,
@@ -60,6 +67,12 @@ pub enum Command {
     /// Audits the agents ran.
     #[command(subcommand)]
     Audits(AuditsCommand),
+    /// NATS credentials of a deployment (offline).
+    #[command(subcommand)]
+    Nats(crate::commands::nats::NatsCommand),
+    /// API bearer tokens (offline, from a token key file).
+    #[command(subcommand)]
+    Token(crate::commands::token::TokenCommand),
     /// Fleet health as the doctor judges it: each cluster's state and why.
     Health(crate::commands::health::HealthArgs),
     /// What the doctor found wrong.

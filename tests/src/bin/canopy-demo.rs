@@ -46,6 +46,9 @@ async fn main() -> anyhow::Result<()> {
     // Audits every 2 minutes (the agent's default is 10) and on every watched change.
     opts.audit_interval = Duration::from_secs(120);
     opts.api_listen = Some(api);
+    // Zero trust also on a laptop: a new NATS operator and accounts, and token auth on the api.
+    opts.fresh_operator = true;
+    opts.api_auth = true;
     opts.health_interval = Duration::from_secs(10);
     opts.doctor_args = vec!["--recovery-hold".to_owned(), "15s".to_owned()];
 
@@ -102,9 +105,11 @@ async fn main() -> anyhow::Result<()> {
 
 async fn wait_for_clusters(stack: &Stack) -> anyhow::Result<BTreeMap<String, u64>> {
     let deadline = Instant::now() + Duration::from_secs(60);
-    let mut client = canopy_e2e::fleet_client(&stack.api_url()).await?;
+    let mut client = canopy_proto::api::v1::fleet_service_client::FleetServiceClient::new(
+        canopy_e2e::admin_channel(stack).await?,
+    );
     loop {
-        let clusters = canopy_e2e::list_clusters(&mut client)
+        let clusters = canopy_e2e::list_clusters_with_token(&mut client)
             .await
             .unwrap_or_default();
         let ready: BTreeMap<String, u64> = clusters
@@ -131,7 +136,7 @@ async fn postures(stack: &Stack) -> anyhow::Result<Vec<String>> {
     use canopy_proto::api::v1::{
         GetPostureRequest, findings_service_client::FindingsServiceClient,
     };
-    let mut client = FindingsServiceClient::connect(stack.api_url()).await?;
+    let mut client = FindingsServiceClient::new(canopy_e2e::admin_channel(stack).await?);
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut lines = Vec::new();
     for (cluster, _, _) in CLUSTERS {
@@ -171,7 +176,7 @@ async fn approve_ingress_secrets(stack: &Stack) -> anyhow::Result<String> {
         GrantDerogationRequest, policy_service_client::PolicyServiceClient,
     };
     use canopy_proto::event::v1::DerogationScope;
-    let mut client = PolicyServiceClient::connect(stack.api_url()).await?;
+    let mut client = PolicyServiceClient::new(canopy_e2e::admin_channel(stack).await?);
     let expires = prost_types::Timestamp {
         seconds: chrono::Utc::now().timestamp() + 90 * 86_400,
         nanos: 0,
@@ -246,6 +251,16 @@ fn print_usage(stack: &Stack) {
     println!();
     println!("In another shell:");
     println!("  export PATH={bin}:$PATH");
+    let token_file = stack.dir.join("admin.token");
+    if let Some(token) = &stack.admin_token {
+        match std::fs::write(&token_file, format!("{token}\n")) {
+            Ok(()) => println!(
+                "  export CANOPY_TOKEN_FILE={}   # admin API token (role admin, 7 days)",
+                token_file.display()
+            ),
+            Err(e) => eprintln!("could not store the admin token: {e}"),
+        }
+    }
     if stack.api_addr.to_string() != "127.0.0.1:50051" {
         println!("  export CANOPY_API={}", stack.api_url());
     }
@@ -283,6 +298,19 @@ fn print_usage(stack: &Stack) {
         "gRPC api: {}  (grpcurl -plaintext {} list)",
         stack.api_url(),
         stack.api_addr
+    );
+    if let Some(token) = &stack.admin_token {
+        println!("admin API token: {token}");
+    }
+    if let Some(keys) = &stack.api_token_keys {
+        println!(
+            "more tokens: canopyctl token issue --keys {} --subject NAME --role viewer|operator|admin",
+            keys.display()
+        );
+    }
+    println!(
+        "NATS runs in operator mode: credentials of every service in {} (canopyctl nats init)",
+        stack.nats_auth.dir.display()
     );
     println!("Postgres: {}", stack.database_url);
     println!(

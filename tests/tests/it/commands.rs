@@ -285,7 +285,7 @@ async fn run_audit_reaches_one_cluster_or_every_matching_one_once() -> anyhow::R
         .into_inner();
     assert_eq!(third.command_id, first.command_id);
     assert!(third.duplicate);
-    let js = jetstream::new(async_nats::connect(stack.seed.client_url()).await?);
+    let js = jetstream::new(stack.seed.connect().await?);
     let events = events_of(&js, "prod-eu", &first.command_id).await?;
     assert_eq!(count(&events, |b| matches!(b, Body::CommandAccepted(_))), 1);
     assert_eq!(count(&events, |b| matches!(b, Body::AuditStarted(_))), 1);
@@ -370,7 +370,7 @@ async fn commands_wait_out_a_cut_link_and_expire_unrun() -> anyhow::Result<()> {
     assert!(run.summary.starts_with("audited "), "{run:?}");
 
     // The expired one reached the agent too, and was refused, never run.
-    let js = jetstream::new(async_nats::connect(stack.seed.client_url()).await?);
+    let js = jetstream::new(stack.seed.connect().await?);
     let events = eventually(
         WAIT,
         "the agent's refusal of the expired command",
@@ -455,7 +455,7 @@ async fn commands_run_at_most_once_across_redelivery_and_agent_restart() -> anyh
     let mut stack = Stack::start(StackOptions::new(leaves)).await?;
     wait_for_clusters(&stack, 1).await?;
     let mut client = client(&stack).await?;
-    let seed = jetstream::new(async_nats::connect(stack.seed.client_url()).await?);
+    let seed = jetstream::new(stack.seed.connect().await?);
 
     // Liveness against real servers: an HTTP one, a TCP one, a closed port.
     let web = http_server().await?;
@@ -527,7 +527,7 @@ async fn commands_run_at_most_once_across_redelivery_and_agent_restart() -> anyh
     );
     canopy_kit::publish::publish(&seed, &copy).await?;
     let leaf = stack.leaf_mut("dev-ap")?;
-    let leaf_js = jetstream::new(async_nats::connect(leaf.nats.client_url()).await?);
+    let leaf_js = jetstream::new(leaf.nats.connect().await?);
     eventually(WAIT, "the agent to take the copy", || {
         let leaf_js = leaf_js.clone();
         async move {

@@ -5,4 +5,5 @@
 mod audit;
 mod commands;
 mod health;
+mod isolation;
 mod mesh;

@@ -34,9 +34,22 @@ impl<R: ReadModel> FleetService for FleetApi<R> {
         &self,
         request: Request<ListClustersRequest>,
     ) -> Result<Response<ListClustersResponse>, Status> {
+        // A token scoped by cluster labels sees only clusters carrying all of them: the scope
+        // joins the request's own label match (a conflicting value matches nothing).
+        let scope = crate::auth::identity(&request).map(|i| i.scope.clone());
         let r = request.into_inner();
-        let page_request =
-            PageRequest::new(r.page_size, &r.page_token)?.with_labels(r.match_labels)?;
+        let mut labels = r.match_labels;
+        let mut conflict = false;
+        for (k, v) in scope.unwrap_or_default() {
+            if labels.get(&k).is_some_and(|have| *have != v) {
+                conflict = true;
+            }
+            labels.insert(k, v);
+        }
+        if conflict {
+            return Ok(Response::new(ListClustersResponse::default()));
+        }
+        let page_request = PageRequest::new(r.page_size, &r.page_token)?.with_labels(labels)?;
         let rows = self.read_model.list_clusters(&page_request).await?;
         let page = domain::page(rows, page_request.size);
         Ok(Response::new(ListClustersResponse {
@@ -51,12 +64,17 @@ impl<R: ReadModel> FleetService for FleetApi<R> {
         request: Request<GetClusterRequest>,
     ) -> Result<Response<Cluster>, Status> {
         let id = domain::cluster_id("cluster_id", &request.get_ref().cluster_id)?;
-        let cluster = self
+        let cluster: Cluster = self
             .read_model
             .get_cluster(&id)
             .await?
-            .ok_or_else(|| domain::Error::ClusterNotFound(id.to_string()))?;
-        Ok(Response::new(cluster.into()))
+            .ok_or_else(|| domain::Error::ClusterNotFound(id.to_string()))?
+            .into();
+        // Out of scope looks exactly like missing: a scoped caller learns nothing more.
+        if crate::auth::identity(&request).is_some_and(|i| !i.sees(&cluster.labels)) {
+            return Err(domain::Error::ClusterNotFound(id.to_string()).into());
+        }
+        Ok(Response::new(cluster))
     }
 }
 

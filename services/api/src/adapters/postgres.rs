@@ -57,7 +57,7 @@ const LIST_CLUSTERS: &str = concat!(
     select_clusters!(),
     ", NULL::text[] AS kinds, NULL::bigint[] AS kind_counts",
     from_clusters!(),
-    " WHERE $1::text IS NULL OR c.id COLLATE \"C\" > $1::text COLLATE \"C\"
+    " WHERE ($1::text IS NULL OR c.id COLLATE \"C\" > $1::text COLLATE \"C\")
         AND c.labels @> $3::jsonb
       ORDER BY c.id COLLATE \"C\"
       LIMIT $2"

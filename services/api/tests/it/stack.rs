@@ -39,6 +39,11 @@ pub struct Stack {
 
 impl Stack {
     pub async fn start() -> anyhow::Result<Self> {
+        Self::start_with_auth(None).await
+    }
+
+    /// [`Stack::start`] with the api checking bearer tokens against the key file `auth_keys`.
+    pub async fn start_with_auth(auth_keys: Option<std::path::PathBuf>) -> anyhow::Result<Self> {
         canopy_kit::telemetry::init_for_tests();
         let (nats, pg) = tokio::try_join!(NatsProcess::standalone_in_temp(), Postgres::start())?;
         let database_url = pg.create_database("canopy").await?;
@@ -71,6 +76,8 @@ impl Stack {
         let api_cfg = canopy_api::config::Config {
             health_interval: Duration::from_millis(100),
             drain_timeout: Duration::from_secs(5),
+            insecure_no_auth: auth_keys.is_none(),
+            auth_keys,
             ..canopy_api::config::Config::new(&database_url, NatsArgs::new(nats.client_url()))
         };
         let api = canopy_api::App::build(api_cfg).await?;

@@ -5,7 +5,6 @@ use std::collections::{BTreeMap, HashMap};
 
 use chrono::Utc;
 use serde::Serialize;
-use tonic::transport::Channel;
 
 use canopy_proto::api::v1::{
     CheckLivenessRequest, CommandRun, CommandStatus, CommandView, CreateScheduleRequest,
@@ -533,7 +532,7 @@ fn schedule_json(s: &ScheduleView) -> ScheduleJson {
     }
 }
 
-fn schedule_client(channel: Channel) -> ScheduleServiceClient<Channel> {
+fn schedule_client(channel: super::ApiChannel) -> ScheduleServiceClient<super::ApiChannel> {
     ScheduleServiceClient::new(channel)
 }
 

@@ -7,7 +7,9 @@ pub mod derogations;
 pub mod events;
 pub mod findings;
 pub mod health;
+pub mod nats;
 pub mod policy;
+pub mod token;
 
 use crate::cli::{Cli, Command};
 use crate::error::CliError;
@@ -17,6 +19,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         api: cli.api,
         output: cli.output,
         timeout: cli.timeout,
+        token: token::resolve(cli.token, cli.token_file.as_deref())?,
     };
     match cli.command {
         Command::Clusters(cmd) => clusters::run(&ctx, cmd).await,
@@ -26,6 +29,8 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Findings(cmd) => findings::run(&ctx, cmd).await,
         Command::Posture(args) => findings::posture(&ctx, args).await,
         Command::Audits(cmd) => audits::run(&ctx, cmd).await,
+        Command::Nats(cmd) => nats::run(&ctx, cmd),
+        Command::Token(cmd) => token::run(&ctx, cmd),
         Command::Health(args) => health::health(&ctx, args).await,
         Command::Diagnoses(cmd) => health::diagnoses(&ctx, cmd).await,
         Command::Remediations(cmd) => health::remediations(&ctx, cmd).await,
@@ -54,16 +59,33 @@ pub struct Context {
     pub api: String,
     pub output: crate::cli::OutputFormat,
     pub timeout: std::time::Duration,
+    /// The bearer token sent with every call, if any.
+    pub token: Option<String>,
 }
+
+/// A channel that sends the bearer token with every call.
+pub type ApiChannel = tonic::service::interceptor::InterceptedService<
+    tonic::transport::Channel,
+    token::BearerInterceptor,
+>;
 
 impl Context {
     /// A channel for unary calls, each bounded by `--timeout`.
-    pub async fn unary_channel(&self) -> Result<tonic::transport::Channel, CliError> {
-        crate::client::connect(&self.api, self.timeout, Some(self.timeout)).await
+    pub async fn unary_channel(&self) -> Result<ApiChannel, CliError> {
+        let channel = crate::client::connect(&self.api, self.timeout, Some(self.timeout)).await?;
+        Ok(self.with_token(channel))
+    }
+
+    fn with_token(&self, channel: tonic::transport::Channel) -> ApiChannel {
+        tonic::service::interceptor::InterceptedService::new(
+            channel,
+            token::BearerInterceptor::new(self.token.as_deref()),
+        )
     }
 
     /// A channel for streams: only connecting is bounded.
-    pub async fn stream_channel(&self) -> Result<tonic::transport::Channel, CliError> {
-        crate::client::connect(&self.api, self.timeout, None).await
+    pub async fn stream_channel(&self) -> Result<ApiChannel, CliError> {
+        let channel = crate::client::connect(&self.api, self.timeout, None).await?;
+        Ok(self.with_token(channel))
     }
 }

@@ -30,8 +30,8 @@ const PRODUCER: &str = "api";
 
 /// Who made a change. Until API authentication exists every caller is anonymous; the
 /// authenticated subject goes here then.
-fn actor<T>(_request: &Request<T>) -> String {
-    "anonymous".to_owned()
+fn actor<T>(request: &Request<T>) -> String {
+    crate::auth::actor(request)
 }
 
 // === impl FindingsApi ===
