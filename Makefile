@@ -4,6 +4,7 @@
 CARGO ?= cargo
 BENCH_ARGS ?= --clusters 4 --events 200000
 AUDIT_BENCH_ARGS ?= --objects 100000 --checkov-objects 1000
+COMMANDS_BENCH_ARGS ?= --clusters 1000 --round-trips 300
 
 .PHONY: setup build demo test fmt lint bench clean
 
@@ -31,9 +32,11 @@ test: lint
 
 bench:
 	@bash scripts/setup --bench
-	$(CARGO) build --release --locked -p canopy-loadtest -p canopyctl
+	$(CARGO) build --release --locked --workspace --bins
 	./target/release/loadtest pipeline $(BENCH_ARGS)
 	./target/release/loadtest audit $(AUDIT_BENCH_ARGS)
+	./target/release/loadtest commands $(COMMANDS_BENCH_ARGS)
+	./target/release/loadtest doctor $(DOCTOR_BENCH_ARGS)
 
 clean:
 	rm -rf .state target

@@ -4,6 +4,8 @@
 
 pub mod audit;
 pub mod ceilings;
+pub mod commands;
+pub mod doctor;
 pub mod pipeline;
 pub mod stats;
 
@@ -36,6 +38,13 @@ pub enum Mode {
     /// small files and one stream on stdin, pinned to one CPU: objects/s and peak memory; then
     /// canopyctl and checkov side by side on the same 1,000 objects.
     Audit(audit::Args),
+    /// cnc's command path with simulated clusters: the round trip of a no-op command
+    /// (p50/p99, target p99 < 50 ms) and a fan-out to 1,000 clusters acknowledged by all
+    /// (target < 2 s).
+    Commands(commands::Args),
+    /// The doctor binary fed heartbeats of 1,000 simulated clusters (1,000 heartbeats/s): its
+    /// CPU per 1,000 heartbeats/s and how soon a silent cluster is judged unreachable.
+    Doctor(doctor::Args),
     /// Internal: runs a command pinned to a CPU and prints its wall time and peak memory.
     #[command(hide = true)]
     Measure(audit::MeasureArgs),
@@ -48,6 +57,8 @@ pub enum Mode {
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.mode {
         Mode::Pipeline(args) => pipeline::run(args).await,
+        Mode::Commands(args) => commands::run(args).await,
+        Mode::Doctor(args) => doctor::run(args).await,
         // Blocking work on this thread: `measure` pins the thread that spawns the child.
         Mode::Audit(args) => audit::run(args),
         Mode::Measure(args) => audit::measure(&args),

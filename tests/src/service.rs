@@ -147,6 +147,11 @@ impl Service {
         Ok(())
     }
 
+    /// The process id while it runs (e.g. to read its CPU time from `/proc`).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().and_then(Child::id)
+    }
+
     /// Waits until `/readyz` answers 200.
     ///
     /// # Errors

@@ -62,6 +62,10 @@ pub struct StackOptions {
     /// admin token, [`Stack::admin_token`]). Off by default: the api then runs with
     /// `--insecure-no-auth` (NATS is in operator mode either way).
     pub api_auth: bool,
+    /// The agents' `--health-interval`.
+    pub health_interval: Duration,
+    /// Extra arguments of the doctor (e.g. `--playbook rollout-restart=auto`).
+    pub doctor_args: Vec<String>,
 }
 
 impl StackOptions {
@@ -76,6 +80,8 @@ impl StackOptions {
             api_listen: None,
             fresh_operator: false,
             api_auth: false,
+            health_interval: Duration::from_secs(2),
+            doctor_args: vec!["--recovery-hold".to_owned(), "2s".to_owned()],
         }
     }
 }
@@ -199,10 +205,18 @@ impl Stack {
             e.extend(env(extra));
             e
         };
+        let monitor_url = seed.monitor_url();
         let mut gateway = Service::new(
             "gateway-leafnode-seed",
             "canopy-gateway-leafnode",
-            &["--role", "seed", "--link-check-interval", "1s"],
+            &[
+                "--role",
+                "seed",
+                "--link-check-interval",
+                "500ms",
+                "--monitor-url",
+                &monitor_url,
+            ],
             nats_env("gateway", &[("CANOPY_GATEWAY_LEAVES", &cluster_list)]),
             &logs,
         )?;
@@ -257,10 +271,11 @@ impl Stack {
             &logs,
         )?;
         let mut cnc = Service::new("cnc", "canopy-cnc", &[], nats_env("cnc", &[]), &logs)?;
+        let doctor_args: Vec<&str> = opts.doctor_args.iter().map(String::as_str).collect();
         let mut doctor = Service::new(
             "doctor",
             "canopy-doctor",
-            &[],
+            &doctor_args,
             nats_env("doctor", &[]),
             &logs,
         )?;
@@ -537,6 +552,8 @@ async fn start_leaf(
             &humantime(opts.audit_interval),
             "--audit-debounce",
             &humantime(opts.audit_debounce),
+            "--health-interval",
+            &humantime(opts.health_interval),
         ],
         agent_env,
         &logs,

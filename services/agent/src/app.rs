@@ -119,6 +119,12 @@ impl App {
             k8s_version,
         );
         let publisher = tokio::spawn(publish_queue(self.js.clone(), rx, drain.clone()));
+        let reports = tokio::spawn(crate::health::health_loop(
+            self.cfg.clone(),
+            self.kube.clone(),
+            tx.clone(),
+            shutdown.clone(),
+        ));
         let heartbeats = tokio::spawn(heartbeat_loop(
             self.cfg.clone(),
             self.kube.clone(),
@@ -136,10 +142,17 @@ impl App {
             &shutdown,
             &drain,
         );
-        let _requesters = Requesters {
-            audit: audit_requests,
-            inventory: inventory_requests,
-        };
+        let runner = tokio::spawn(crate::commands::run(crate::commands::Context {
+            cluster: self.cfg.cluster_id.clone(),
+            js: self.js.clone(),
+            kube: self.kube.clone(),
+            requesters: Requesters {
+                audit: audit_requests,
+                inventory: inventory_requests,
+            },
+            shutdown: shutdown.clone(),
+            drain: drain.clone(),
+        }));
         let inventory = tokio::spawn(inventory_loop(
             self.cfg.clone(),
             self.kube.clone(),
@@ -161,8 +174,9 @@ impl App {
         });
         // The heartbeat loop drops its sender when it returns: the publisher then ends once the
         // queue is empty, or at the deadline.
+        let commands = runner.await;
         let joined = (
-            heartbeats.await,
+            async { (heartbeats.await, reports.await) }.await,
             inventory.await,
             publisher.await,
             audits.await,
@@ -179,10 +193,12 @@ impl App {
         }
         health_stop.cancel();
         let _ = health.await;
-        joined.0.context("the heartbeat task failed")?;
+        joined.0.0.context("the heartbeat task failed")?;
+        joined.0.1.context("the health task failed")?;
         joined.1.context("the inventory task failed")?;
         joined.2.context("the publishing task failed")?;
         joined.3.context("the audit task failed")?;
+        commands.context("the command runner failed")?;
         info!("stopped");
         Ok(())
     }

@@ -36,6 +36,16 @@ pub struct Config {
     /// changed are re-audited together.
     #[arg(long, env = "CANOPY_AGENT_AUDIT_DEBOUNCE", default_value = "2s", value_parser = positive_duration)]
     pub audit_debounce: Duration,
+    /// Time between health reports (node conditions, pods in trouble, workloads short of
+    /// replicas, pending claims, expiring certificates, usage against requests).
+    #[arg(long, env = "CANOPY_AGENT_HEALTH_INTERVAL", default_value = "30s", value_parser = positive_duration)]
+    pub health_interval: Duration,
+    /// TLS secrets whose certificate expires within this window are reported.
+    #[arg(long, env = "CANOPY_AGENT_CERT_EXPIRY_WINDOW", default_value = "30days", value_parser = positive_duration)]
+    pub cert_expiry_window: Duration,
+    /// Restarts from which a container counts as crash-looping even between back-offs.
+    #[arg(long, env = "CANOPY_AGENT_CRASHLOOP_RESTARTS", default_value_t = 5)]
+    pub crashloop_restarts: u32,
     /// Objects per Kubernetes list call.
     #[arg(long, env = "CANOPY_AGENT_PAGE_SIZE", default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub page_size: u32,
@@ -80,6 +90,8 @@ mod tests {
         assert_eq!(cfg.inventory_interval, Duration::from_secs(300));
         assert_eq!(cfg.audit_interval, Duration::from_secs(600));
         assert_eq!(cfg.audit_debounce, Duration::from_secs(2));
+        assert_eq!(cfg.health_interval, Duration::from_secs(30));
+        assert_eq!(cfg.cert_expiry_window, Duration::from_secs(30 * 86_400));
         assert_eq!((cfg.page_size, cfg.max_chunk_bytes), (500, 524_288));
         assert!(cfg.api_url.is_none());
         assert!(cfg.labels.is_empty());

@@ -6,8 +6,12 @@
 mod adapters;
 mod app;
 mod audit;
+mod commands;
 pub mod config;
 pub mod domain;
+mod health;
+pub mod liveness;
+pub mod remediate;
 pub mod requests;
 
 pub use app::{App, run};

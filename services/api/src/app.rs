@@ -16,10 +16,12 @@ use tracing::{info, warn};
 
 use canopy_kit::health::{HealthServer, Readiness};
 use canopy_kit::proto::api::v1::{
+    command_service_server::{self, CommandServiceServer},
     event_service_server::{self, EventServiceServer},
     findings_service_server::{self, FindingsServiceServer},
     fleet_service_server::{self, FleetServiceServer},
     policy_service_server::{self, PolicyServiceServer},
+    schedule_service_server::{self, ScheduleServiceServer},
 };
 use canopy_kit::streams;
 
@@ -27,6 +29,10 @@ use crate::adapters::audit::{
     PgAuditReadModel,
     control::JetStreamControl,
     grpc::{FindingsApi, PolicyApi},
+};
+use crate::adapters::commands::{
+    CommandControl, PgCommands,
+    grpc::{CommandApi, ScheduleApi},
 };
 use crate::adapters::{
     EventLog, ReadModel,
@@ -144,6 +150,20 @@ impl App {
                     PgAuditReadModel::new(self.pool.clone()),
                     JetStreamControl::new(self.js.clone()),
                 )))
+                .add_service(
+                    canopy_kit::proto::api::v1::health_service_server::HealthServiceServer::new(
+                        crate::adapters::health::HealthApi::new(self.pool.clone(), self.js.clone()),
+                    ),
+                )
+                .add_service(CommandServiceServer::new(CommandApi::new(
+                    PgCommands::new(self.pool.clone()),
+                    CommandControl::new(self.js.clone()),
+                    shutdown.clone(),
+                )))
+                .add_service(ScheduleServiceServer::new(ScheduleApi::new(
+                    PgCommands::new(self.pool.clone()),
+                    CommandControl::new(self.js.clone()),
+                )))
                 .add_service(EventServiceServer::new(EventApi::new(
                     log,
                     shutdown.clone(),
@@ -229,6 +249,13 @@ async fn set_status(reporter: &HealthReporter, db: bool, nats: bool) {
     reporter
         .set_service_status(policy_service_server::SERVICE_NAME, status(db && nats))
         .await;
+    for name in [
+        command_service_server::SERVICE_NAME,
+        schedule_service_server::SERVICE_NAME,
+        canopy_kit::proto::api::v1::health_service_server::SERVICE_NAME,
+    ] {
+        reporter.set_service_status(name, status(db && nats)).await;
+    }
     reporter.set_service_status("", status(db && nats)).await;
 }
 

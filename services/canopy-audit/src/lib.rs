@@ -13,6 +13,8 @@
 pub mod catalogue;
 pub mod cli;
 mod engine;
+#[doc(hidden)]
+pub mod fast_yaml;
 mod finding;
 #[cfg(feature = "generate")]
 pub mod generate;

@@ -386,7 +386,13 @@ impl OpenFile {
             self.yaml.text.clear();
             return;
         };
-        match serde_yaml::from_str::<Value>(&doc.text) {
+        // Plain block-style manifests take the fast reader; anything else, and every error,
+        // goes through the full YAML parser.
+        let parsed = match crate::fast_yaml::parse(&doc.text) {
+            Some(value) => Ok(value),
+            None => serde_yaml::from_str::<Value>(&doc.text),
+        };
+        match parsed {
             Ok(value) => self.push_object(value, content_line),
             Err(e) => {
                 // An error found at the end of the document (an unclosed bracket or quote)

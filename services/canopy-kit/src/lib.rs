@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod consumer;
+pub mod cron;
 pub mod envelope;
 pub mod health;
 pub mod labels;

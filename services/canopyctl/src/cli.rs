@@ -73,6 +73,26 @@ pub enum Command {
     /// API bearer tokens (offline, from a token key file).
     #[command(subcommand)]
     Token(crate::commands::token::TokenCommand),
+    /// Fleet health as the doctor judges it: each cluster's state and why.
+    Health(crate::commands::health::HealthArgs),
+    /// What the doctor found wrong.
+    #[command(subcommand)]
+    Diagnoses(crate::commands::health::DiagnosesCommand),
+    /// What the doctor proposes (or did) about it; approve or reject proposals.
+    #[command(subcommand)]
+    Remediations(crate::commands::health::RemediationsCommand),
+    /// Sizing recommendations per workload, from usage against requests.
+    #[command(subcommand)]
+    Recommendations(crate::commands::health::RecommendationsCommand),
+    /// Run a command on clusters now: audit, inventory or liveness.
+    #[command(subcommand)]
+    Run(crate::cli_commands::RunCommand),
+    /// Commands sent to clusters and what became of them.
+    #[command(subcommand)]
+    Commands(crate::cli_commands::CommandsCommand),
+    /// Commands fired on a cron schedule.
+    #[command(subcommand)]
+    Schedules(crate::cli_commands::SchedulesCommand),
     /// Audit Kubernetes manifests offline (files, directories, `-` for stdin), e.g. in CI.
     /// Exits 1 when a finding reaches --fail-on, 2 on unreadable input.
     Audit(canopy_audit::cli::AuditArgs),

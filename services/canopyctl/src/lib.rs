@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 pub mod cli;
+pub mod cli_commands;
 mod client;
 pub mod commands;
 mod error;

@@ -10,6 +10,7 @@ use canopy_kit::consumer::{BatchHandler, ConsumerSpec};
 use canopy_kit::service::ConsumerService;
 use canopy_kit::streams;
 
+pub mod commands;
 pub mod config;
 pub mod policy;
 
@@ -24,13 +25,23 @@ pub const CONTROL_SUBJECTS: &[&str] = &[
 
 pub struct App {
     service: ConsumerService,
+    commands: commands::Options,
 }
 
 impl App {
     pub async fn build(cfg: Config) -> anyhow::Result<Self> {
-        let wanted = [streams::control(), streams::seed_commands()];
+        let wanted = [
+            streams::control(),
+            streams::seed_commands(),
+            streams::fleet_events(),
+        ];
         let service = ConsumerService::build("canopy-cnc", &cfg.nats, &cfg.http, &wanted).await?;
-        Ok(Self { service })
+        Ok(Self {
+            service,
+            commands: commands::Options {
+                catch_up: cfg.schedule_catch_up,
+            },
+        })
     }
 
     pub fn http_addr(&self) -> anyhow::Result<SocketAddr> {
@@ -46,8 +57,14 @@ impl App {
             self.service.jetstream().clone(),
             shutdown.clone(),
         ));
+        let commands = tokio::spawn(commands::run(
+            self.service.jetstream().clone(),
+            self.commands,
+            shutdown.clone(),
+        ));
         let result = self.service.run(&spec, &mut Requests, shutdown).await;
         let _ = policies.await;
+        let _ = commands.await;
         result
     }
 }

@@ -1,46 +1,87 @@
-//! doctor: follows heartbeats and health events of the fleet.
+//! doctor: follows heartbeats, health reports and link events, judges each cluster's health,
+//! raises and clears diagnoses, and proposes (or, where allowed, carries out) remediations.
+//!
+//! The state is rebuilt from the log on start: the newest heartbeat, start and health report of
+//! every cluster from FLEET_EVENTS (last per subject), and every link event and every decision of
+//! its own from CONTROL. Only once both are read up to their end does the doctor decide
+//! anything; decisions carry ids derived from the log, so what a previous instance published is
+//! neither repeated nor (thanks to `Nats-Msg-Id`) stored twice.
+#![forbid(unsafe_code)]
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::time::{Duration, Instant};
 
-use async_nats::jetstream::Message;
+use anyhow::Context as _;
+use async_nats::jetstream::{self, consumer::DeliverPolicy, consumer::pull};
+use futures::StreamExt as _;
+use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
-use tracing::warn;
+use tracing::{info, warn};
 
-use canopy_kit::consumer::{BatchHandler, ConsumerSpec};
 use canopy_kit::envelope;
-use canopy_kit::proto::event::v1::envelope::Body;
-use canopy_kit::service::ConsumerService;
+use canopy_kit::health::HealthServer;
+use canopy_kit::proto::event::v1::Envelope;
 use canopy_kit::streams;
 
 pub mod config;
 pub mod domain;
 
 use config::Config;
-use domain::FleetView;
+use domain::{Decision, Fleet};
+
+/// What the doctor reads of FLEET_EVENTS (the newest of each, per cluster).
+pub const FLEET_SUBJECTS: [&str; 3] = [
+    "canopy.evt.*.agent.heartbeat",
+    "canopy.evt.*.agent.started",
+    "canopy.evt.*.health.reported",
+];
+/// What the doctor reads of CONTROL (all of it): link events and its own decisions, approvals,
+/// rejections and the commands of remediations.
+pub const CONTROL_SUBJECTS: [&str; 5] = [
+    "canopy.ctl.link.>",
+    "canopy.ctl.health.>",
+    "canopy.ctl.diagnosis.>",
+    "canopy.ctl.remediation.>",
+    "canopy.ctl.command.requested",
+];
+const DRAIN: Duration = Duration::from_secs(10);
 
 pub struct App {
-    service: ConsumerService,
+    cfg: Config,
+    client: async_nats::Client,
+    js: jetstream::Context,
+    health: HealthServer,
 }
 
 impl App {
     pub async fn build(cfg: Config) -> anyhow::Result<Self> {
-        let wanted = [streams::fleet_events(), streams::control()];
-        let service =
-            ConsumerService::build("canopy-doctor", &cfg.nats, &cfg.http, &wanted).await?;
-        Ok(Self { service })
+        let client = canopy_kit::nats::connect(&cfg.nats, "canopy-doctor").await?;
+        let js = canopy_kit::nats::jetstream(client.clone(), None);
+        for stream in [streams::fleet_events(), streams::control()] {
+            streams::ensure(&js, &stream).await?;
+        }
+        let health = HealthServer::bind(cfg.http.http_addr).await?;
+        Ok(Self {
+            cfg,
+            client,
+            js,
+            health,
+        })
     }
 
     pub fn http_addr(&self) -> anyhow::Result<SocketAddr> {
-        self.service.http_addr()
+        self.health.local_addr()
     }
 
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let spec = ConsumerSpec {
-            filter_subjects: vec!["canopy.evt.*.agent.>".to_owned()],
-            ..ConsumerSpec::new(streams::FLEET_EVENTS, "doctor")
-        };
-        let mut handler = Heartbeats(FleetView::default());
-        self.service.run(&spec, &mut handler, shutdown).await
+        let readiness = self.health.readiness();
+        let health = tokio::spawn(self.health.serve(shutdown.clone()));
+        let result = follow(&self.cfg, &self.js, &readiness, &shutdown).await;
+        readiness.set_ready(false);
+        let _ = tokio::time::timeout(DRAIN, self.client.drain()).await;
+        let _ = health.await;
+        result
     }
 }
 
@@ -48,22 +89,147 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
     App::build(cfg).await?.run(shutdown).await
 }
 
-struct Heartbeats(FleetView);
+/// An ordered consumer over `subjects` of `stream` and whether it has anything to replay.
+async fn open(
+    js: &jetstream::Context,
+    stream: &str,
+    subjects: &[&str],
+    deliver_policy: DeliverPolicy,
+) -> anyhow::Result<(pull::Ordered, bool)> {
+    let stream = js
+        .get_stream(stream)
+        .await
+        .with_context(|| format!("failed to open stream {stream}"))?;
+    let mut consumer = stream
+        .create_consumer(pull::OrderedConfig {
+            filter_subjects: subjects.iter().map(|s| (*s).to_owned()).collect(),
+            deliver_policy,
+            ..Default::default()
+        })
+        .await
+        .context("failed to create an ordered consumer")?;
+    let pending = consumer
+        .info()
+        .await
+        .context("failed to read the consumer")?
+        .num_pending;
+    let messages = consumer
+        .messages()
+        .await
+        .context("failed to pull messages")?;
+    Ok((messages, pending > 0))
+}
 
-impl BatchHandler for Heartbeats {
-    async fn handle(&mut self, batch: &[Message]) -> anyhow::Result<()> {
-        for m in batch {
-            match envelope::decode(&m.subject, &m.payload) {
-                Ok(env) => {
-                    if let (Some(Body::Heartbeat(_)), Some(at)) = (&env.body, env.occurred_at) {
-                        self.0.heartbeat(&env.cluster_id, at.seconds);
-                    }
-                }
-                // Ingestion dead-letters these; the doctor only skips them.
-                Err(e) => warn!(subject = %m.subject, error = %e, "skipping undecodable event"),
+/// Folds one message; true when it was the last one pending at delivery.
+fn fold(fleet: &mut Fleet, m: &jetstream::Message) -> bool {
+    let pending = m.info().map(|i| i.pending).unwrap_or(0);
+    match envelope::decode(&m.subject, &m.payload) {
+        Ok(env) => {
+            if let (Some(body), Some(at)) = (&env.body, env.occurred_at) {
+                let at_ms = at.seconds * 1000 + i64::from(at.nanos / 1_000_000);
+                fleet.apply(&env.cluster_id, at_ms, &env.event_id, body);
             }
         }
-        metrics::gauge!("canopy_doctor_clusters_known").set(self.0.clusters() as f64);
-        Ok(())
+        // Ingestion dead-letters these; the doctor only skips them.
+        Err(e) => warn!(subject = %m.subject, error = %e, "skipping undecodable event"),
     }
+    pending == 0
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+async fn follow(
+    cfg: &Config,
+    js: &jetstream::Context,
+    readiness: &canopy_kit::health::Readiness,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<()> {
+    let mut fleet = Fleet::new(cfg.settings());
+    let (mut fleet_msgs, mut fleet_behind) = open(
+        js,
+        streams::FLEET_EVENTS,
+        &FLEET_SUBJECTS,
+        DeliverPolicy::LastPerSubject,
+    )
+    .await?;
+    let (mut control_msgs, mut control_behind) =
+        open(js, streams::CONTROL, &CONTROL_SUBJECTS, DeliverPolicy::All).await?;
+    let started = Instant::now();
+    let mut live = false;
+    let mut tick = tokio::time::interval(cfg.tick);
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut unpublished: VecDeque<Decision> = VecDeque::new();
+    loop {
+        if !live && !fleet_behind && !control_behind {
+            live = true;
+            readiness.set_ready(true);
+            info!(
+                clusters = fleet.clusters.len(),
+                remediations = fleet.remediations.len(),
+                took = ?started.elapsed(),
+                "fleet state rebuilt from the log; judging"
+            );
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            m = fleet_msgs.next() => match m {
+                Some(Ok(m)) => {
+                    metrics::counter!("canopy_doctor_events_total", "stream" => "fleet").increment(1);
+                    if fold(&mut fleet, &m) { fleet_behind = false; }
+                }
+                Some(Err(e)) => warn!(error = %e, "FLEET_EVENTS consumer error"),
+                None => anyhow::bail!("the FLEET_EVENTS consumer ended"),
+            },
+            m = control_msgs.next() => match m {
+                Some(Ok(m)) => {
+                    metrics::counter!("canopy_doctor_events_total", "stream" => "control").increment(1);
+                    if fold(&mut fleet, &m) { control_behind = false; }
+                }
+                Some(Err(e)) => warn!(error = %e, "CONTROL consumer error"),
+                None => anyhow::bail!("the CONTROL consumer ended"),
+            },
+            _ = tick.tick(), if live => {
+                let began = Instant::now();
+                unpublished.extend(fleet.tick(now_ms()));
+                publish_all(js, &mut unpublished).await;
+                metrics::histogram!("canopy_doctor_tick_seconds").record(began.elapsed().as_secs_f64());
+                for (state, n) in fleet.counts() {
+                    metrics::gauge!("canopy_doctor_clusters", "health" => state).set(n as f64);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Publishes decisions in order; stops at the first failure and keeps the rest for the next
+/// tick (same event ids: JetStream stores each once).
+async fn publish_all(js: &jetstream::Context, queue: &mut VecDeque<Decision>) {
+    while let Some(d) = queue.front() {
+        let env = to_envelope(d);
+        match canopy_kit::publish::publish(js, &env).await {
+            Ok(_) => {
+                let (area, event) = envelope::event_type(&d.body);
+                info!(cluster = d.cluster.as_deref().unwrap_or(""), area, event, id = %d.event_id, "decided");
+                metrics::counter!("canopy_doctor_decisions_total", "event" => format!("{area}.{event}")).increment(1);
+                queue.pop_front();
+            }
+            Err(e) => {
+                warn!(error = %e, pending = queue.len(), "failed to publish a decision; retrying next tick");
+                return;
+            }
+        }
+    }
+}
+
+fn to_envelope(d: &Decision) -> Envelope {
+    let cluster = d
+        .cluster
+        .as_deref()
+        .and_then(|c| canopy_kit::subject::ClusterId::parse(c).ok());
+    let mut env = envelope::new_for(cluster.as_ref(), "doctor", d.body.clone());
+    env.event_id.clone_from(&d.event_id);
+    env
 }

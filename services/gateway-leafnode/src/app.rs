@@ -77,9 +77,20 @@ async fn run_seed(
     }
     reconcile_sources(js, &cfg.leaves).await?;
     readiness.set_ready(true);
+    let leafz = cfg
+        .monitor_url
+        .as_deref()
+        .map(crate::links::monitor_addr)
+        .transpose()?;
     let monitor = tokio::spawn(monitor_links(
         client.clone(),
-        cfg.link_check_interval,
+        js.clone(),
+        LinkWatch {
+            every: cfg.link_check_interval,
+            leafz,
+            leaves: cfg.leaves.iter().map(ToString::to_string).collect(),
+            debounce: crate::links::Debounce::new(cfg.link_up_after, cfg.link_down_after),
+        },
         shutdown.clone(),
     ));
     let spec = ConsumerSpec {
@@ -161,9 +172,26 @@ struct ApiError {
     description: String,
 }
 
+/// How the links are watched.
+struct LinkWatch {
+    every: Duration,
+    /// The seed nats-server's monitoring address, for `/leafz`.
+    leafz: Option<SocketAddr>,
+    leaves: Vec<String>,
+    debounce: crate::links::Debounce,
+}
+
 /// Reads the sources' state from the raw STREAM.INFO reply (the typed client has no `error`
-/// field) and exports lag and link state per cluster; logs every transition.
-async fn monitor_links(client: async_nats::Client, every: Duration, shutdown: CancellationToken) {
+/// field) and exports lag and link state per cluster; logs every transition; publishes link
+/// events (see [`crate::links`]).
+async fn monitor_links(
+    client: async_nats::Client,
+    js: jetstream::Context,
+    mut watch: LinkWatch,
+    shutdown: CancellationToken,
+) {
+    let every = watch.every;
+    let mut observed: HashMap<String, bool> = HashMap::new();
     let max_silence =
         i64::try_from((every * 3).max(Duration::from_secs(15)).as_nanos()).unwrap_or(i64::MAX);
     let mut last: HashMap<String, LinkState> = HashMap::new();
@@ -173,6 +201,50 @@ async fn monitor_links(client: async_nats::Client, every: Duration, shutdown: Ca
             () = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
+        observed.clear();
+        sources(&client, max_silence, &mut last, &mut observed).await;
+        if let Some(addr) = watch.leafz {
+            match crate::links::connected_leaves(addr).await {
+                Ok(connected) => {
+                    for cluster in &watch.leaves {
+                        observed.insert(cluster.clone(), connected.contains(cluster));
+                    }
+                }
+                Err(e) => {
+                    warn!(
+                        error = format!("{e:#}"),
+                        "failed to read /leafz; link state not observed"
+                    );
+                    continue;
+                }
+            }
+        }
+        let now_ms = chrono_now_ms();
+        for (cluster, up) in &observed {
+            if let Some(change) = watch.debounce.observe(cluster, *up, now_ms)
+                && let Err(e) = crate::links::publish(&js, &change).await
+            {
+                warn!(error = format!("{e:#}"), %cluster, "link event not published");
+            }
+        }
+    }
+}
+
+fn chrono_now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// One look at the FLEET_EVENTS sources: metrics, transition logs, and the observed link state
+/// of each sourced cluster into `observed`.
+async fn sources(
+    client: &async_nats::Client,
+    max_silence: i64,
+    last: &mut HashMap<String, LinkState>,
+    observed: &mut HashMap<String, bool>,
+) {
+    {
         let reply = match client
             .request(
                 format!("$JS.API.STREAM.INFO.{}", streams::FLEET_EVENTS),
@@ -183,19 +255,19 @@ async fn monitor_links(client: async_nats::Client, every: Duration, shutdown: Ca
             Ok(m) => m,
             Err(e) => {
                 warn!(error = %e, "failed to read FLEET_EVENTS sources");
-                continue;
+                return;
             }
         };
         let info: StreamInfoReply = match serde_json::from_slice(&reply.payload) {
             Ok(i) => i,
             Err(e) => {
                 warn!(error = %e, "unreadable STREAM.INFO reply");
-                continue;
+                return;
             }
         };
         if let Some(e) = info.error {
             warn!(error = %e.description, "STREAM.INFO failed");
-            continue;
+            return;
         }
         for s in info.sources {
             let Some(cluster) = s
@@ -226,6 +298,7 @@ async fn monitor_links(client: async_nats::Client, every: Duration, shutdown: Ca
                     (None, true) => info!(%cluster, lag = s.lag, "link up"),
                 }
             }
+            observed.insert(cluster.clone(), up);
             last.insert(cluster, state);
         }
     }

@@ -34,6 +34,17 @@ pub struct Config {
     /// Seed role: how often the state of each link's stream source is checked.
     #[arg(long, env = "CANOPY_GATEWAY_LINK_CHECK_INTERVAL", default_value = "5s", value_parser = humantime::parse_duration)]
     pub link_check_interval: Duration,
+    /// Seed role: the seed nats-server's monitoring URL (`http://IP:PORT`); when set, a link is
+    /// up while the cluster's leaf holds a leafnode connection (`/leafz`, by server name = cluster
+    /// id), else while its FLEET_EVENTS source hears from it.
+    #[arg(long, env = "CANOPY_GATEWAY_MONITOR_URL")]
+    pub monitor_url: Option<String>,
+    /// Seed role: checks in a row a link must be seen up before `LinkEstablished` is published.
+    #[arg(long, env = "CANOPY_GATEWAY_LINK_UP_AFTER", default_value_t = 2)]
+    pub link_up_after: u32,
+    /// Seed role: checks in a row a link must be seen down before `LinkLost` is published.
+    #[arg(long, env = "CANOPY_GATEWAY_LINK_DOWN_AFTER", default_value_t = 2)]
+    pub link_down_after: u32,
     #[command(flatten)]
     pub nats: NatsArgs,
     #[command(flatten)]

@@ -3,5 +3,6 @@
 mod app;
 pub mod config;
 pub mod domain;
+pub mod links;
 
 pub use app::{App, reconcile_sources, run};

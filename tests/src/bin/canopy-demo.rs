@@ -49,6 +49,8 @@ async fn main() -> anyhow::Result<()> {
     // Zero trust also on a laptop: a new NATS operator and accounts, and token auth on the api.
     opts.fresh_operator = true;
     opts.api_auth = true;
+    opts.health_interval = Duration::from_secs(10);
+    opts.doctor_args = vec!["--recovery-hold".to_owned(), "15s".to_owned()];
 
     eprintln!(
         "starting Postgres, the seed nats-server, 3 leaf clusters and the services (state in {})",
@@ -81,6 +83,10 @@ async fn main() -> anyhow::Result<()> {
                     "  granted derogation {id}: prod-eu's ingress-nginx may read TLS secrets (RBAC-SECRETS exempted for 90 days)"
                 ),
                 Err(e) => eprintln!("  could not grant the demo derogation: {e:#}"),
+            }
+            match sick_leaf(&stack).await {
+                Ok(lines) => lines.iter().for_each(|l| eprintln!("{l}")),
+                Err(e) => eprintln!("  the doctor has not judged dev-ap yet: {e:#}"),
             }
             print_usage(&stack);
             shutdown_signal().await;
@@ -193,6 +199,46 @@ async fn approve_ingress_secrets(stack: &Stack) -> anyhow::Result<String> {
     Ok(granted.derogation.unwrap_or_default().derogation_id)
 }
 
+/// dev-ap is sick on purpose (its fixture has a crash-looping Deployment, a NotReady node, an
+/// unschedulable pod and a DaemonSet short of pods): what the doctor says about it (at most 60 s).
+async fn sick_leaf(stack: &Stack) -> anyhow::Result<Vec<String>> {
+    use canopy_proto::api::v1::{
+        GetFleetHealthRequest, health_service_client::HealthServiceClient,
+    };
+    let mut client = HealthServiceClient::new(canopy_e2e::admin_channel(stack).await?);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let fleet = client
+            .get_fleet_health(GetFleetHealthRequest {
+                cluster_id: "dev-ap".to_owned(),
+            })
+            .await?
+            .into_inner();
+        if let Some(c) = fleet.clusters.first().filter(|c| !c.diagnoses.is_empty()) {
+            let mut lines = vec![format!(
+                "  dev-ap is sick on purpose; the doctor says: {}",
+                c.reason
+            )];
+            lines.extend(c.diagnoses.iter().map(|d| {
+                format!(
+                    "    - {}{}",
+                    d.summary,
+                    if d.suggested_playbook.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" (proposed fix: {})", d.suggested_playbook)
+                    }
+                )
+            }));
+            return Ok(lines);
+        }
+        if Instant::now() > deadline {
+            anyhow::bail!("no diagnosis after 60s");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
 fn print_usage(stack: &Stack) {
     let bin = canopy_e2e::bin_dir()
         .map(|d| d.display().to_string())
@@ -219,6 +265,12 @@ fn print_usage(stack: &Stack) {
         println!("  export CANOPY_API={}", stack.api_url());
     }
     println!("  canopyctl clusters list");
+    println!("  canopyctl health                            # why dev-ap is degraded");
+    println!("  canopyctl diagnoses list --cluster dev-ap");
+    println!(
+        "  canopyctl remediations list                 # then: canopyctl remediations approve ID"
+    );
+    println!("  canopyctl recommendations list");
     println!("  canopyctl clusters get staging-us");
     println!("  canopyctl events watch                      # live events of every cluster");
     println!("  canopyctl events watch --cluster dev-ap --type heartbeat --from-seq 1");
@@ -235,6 +287,12 @@ fn print_usage(stack: &Stack) {
         "  canopyctl derogations grant --check HOST-NET --cluster-label env=staging --reason ... --approver ... --expires-in 7d"
     );
     println!("  canopyctl audit services/canopy-testkit/fixtures/staging-us   # offline, for CI");
+    println!("  canopyctl run audit --cluster staging-us --wait   # ends with the audit's summary");
+    println!("  canopyctl run audit --selector env=prod --wait --timeout 1m");
+    println!("  canopyctl commands list");
+    println!(
+        "  canopyctl schedules create --name nightly --cron \"0 3 * * *\" --kind audit --selector env=prod"
+    );
     println!();
     println!(
         "gRPC api: {}  (grpcurl -plaintext {} list)",

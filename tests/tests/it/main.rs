@@ -3,5 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // shared test helpers
 
 mod audit;
+mod commands;
+mod health;
 mod isolation;
 mod mesh;

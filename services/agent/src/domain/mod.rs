@@ -3,5 +3,6 @@
 
 pub mod audit;
 pub mod chunk;
+pub mod health;
 pub mod heartbeat;
 pub mod inventory;

@@ -4,5 +4,6 @@
 mod agent;
 mod audits;
 mod faulty_kube;
+mod health;
 mod resilience;
 mod support;

@@ -11,7 +11,9 @@ use canopy_kit::subject::ClusterId;
 use crate::domain::{Cluster, PageRequest, WatchSpec};
 
 pub mod audit;
+pub mod commands;
 pub mod grpc;
+pub mod health;
 pub mod jetstream;
 #[cfg(test)]
 pub mod memory;

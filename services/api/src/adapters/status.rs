@@ -11,6 +11,7 @@ use super::audit::control::ControlError;
 use super::{EventLogError, ReadModelError};
 use crate::domain;
 use crate::domain::audit::AuditError;
+use crate::domain::commands::CommandError;
 
 impl From<domain::Error> for Status {
     fn from(e: domain::Error) -> Self {
@@ -55,6 +56,17 @@ impl From<AuditError> for Status {
             }
             AuditError::Raced { .. } => Status::aborted(e.to_string()),
             AuditError::DerogationNotFound(_) | AuditError::AuditNotFound { .. } => {
+                Status::not_found(e.to_string())
+            }
+        }
+    }
+}
+
+impl From<CommandError> for Status {
+    fn from(e: CommandError) -> Self {
+        match e {
+            CommandError::Invalid { .. } => Status::invalid_argument(e.to_string()),
+            CommandError::NotFound(_) | CommandError::ScheduleNotFound(_) => {
                 Status::not_found(e.to_string())
             }
         }

@@ -8,6 +8,7 @@ use thiserror::Error;
 use canopy_kit::envelope::{EVENT_TYPES, resolve_event_type};
 
 pub mod audit;
+pub mod commands;
 use canopy_kit::subject::{self, ClusterId};
 
 /// Clusters per page when the caller does not say.

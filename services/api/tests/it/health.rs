@@ -22,6 +22,9 @@ const FLEET: &str = "canopy.api.v1.FleetService";
 const EVENTS: &str = "canopy.api.v1.EventService";
 const FINDINGS: &str = "canopy.api.v1.FindingsService";
 const POLICY: &str = "canopy.api.v1.PolicyService";
+const COMMANDS: &str = "canopy.api.v1.CommandService";
+const SCHEDULES: &str = "canopy.api.v1.ScheduleService";
+const HEALTH: &str = "canopy.api.v1.HealthService";
 
 async fn status(channel: &Channel, service: &str) -> anyhow::Result<ServingStatus> {
     let response = HealthClient::new(channel.clone())
@@ -37,7 +40,9 @@ async fn status(channel: &Channel, service: &str) -> anyhow::Result<ServingStatu
 async fn serves_health_and_reflection() -> anyhow::Result<()> {
     let stack = Stack::start().await?;
     let channel = stack.channel().await?;
-    for service in ["", FLEET, EVENTS, FINDINGS, POLICY] {
+    for service in [
+        "", FLEET, EVENTS, FINDINGS, POLICY, COMMANDS, SCHEDULES, HEALTH,
+    ] {
         assert_eventually!(
             WAIT,
             async { Ok(status(&channel, service).await? == ServingStatus::Serving) },
@@ -62,10 +67,13 @@ async fn serves_health_and_reflection() -> anyhow::Result<()> {
     assert_eq!(
         names,
         [
+            COMMANDS,
             EVENTS,
             FINDINGS,
             FLEET,
+            HEALTH,
             POLICY,
+            SCHEDULES,
             "grpc.health.v1.Health",
             "grpc.reflection.v1.ServerReflection"
         ]

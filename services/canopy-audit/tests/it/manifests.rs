@@ -114,3 +114,66 @@ fn invalid_utf8_is_an_error() {
             .contains("UTF-8")
     );
 }
+
+/// The fast reader of plain block-style YAML takes every generated object and reads it exactly
+/// as `serde_yaml` does (the benchmark's YAML input is this shape).
+#[test]
+fn fast_yaml_reads_generated_objects_as_serde_yaml_does() {
+    for i in 0..400 {
+        let obj = crate::generate::object(i);
+        let text = format!("---\n{}", serde_yaml::to_string(&obj).unwrap());
+        let full: serde_json::Value = serde_yaml::from_str(&text).unwrap();
+        assert_eq!(full, obj);
+        let fast = canopy_audit::fast_yaml::parse(&text);
+        assert_eq!(fast.as_ref(), Some(&obj), "object {i}:\n{text}");
+    }
+}
+
+/// Every YAML document in the repository (fixtures, k8s manifests, nats configs excluded) reads
+/// the same through the fast reader as through `serde_yaml`, whenever the fast reader takes it.
+#[test]
+fn fast_yaml_agrees_with_serde_yaml_on_the_repository_manifests() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let mut stack = vec![root.clone()];
+    let (mut taken, mut docs) = (0, 0);
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().to_string();
+            if path.is_dir() {
+                if !name.starts_with('.') && name != "target" {
+                    stack.push(path);
+                }
+                continue;
+            }
+            if !(name.ends_with(".yaml") || name.ends_with(".yml")) {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap();
+            for doc in text.split("\n---") {
+                let Ok(full) = serde_yaml::from_str::<serde_json::Value>(doc) else {
+                    assert!(
+                        canopy_audit::fast_yaml::parse(doc).is_none(),
+                        "fast reader accepted a document serde_yaml refuses in {}",
+                        path.display()
+                    );
+                    continue;
+                };
+                docs += 1;
+                if let Some(fast) = canopy_audit::fast_yaml::parse(doc) {
+                    taken += 1;
+                    assert_eq!(fast, full, "readers disagree in {}:\n{doc}", path.display());
+                }
+            }
+        }
+    }
+    assert!(
+        docs > 20,
+        "found only {docs} YAML documents under {}",
+        root.display()
+    );
+    assert!(
+        taken * 2 > docs,
+        "the fast reader took only {taken} of {docs} documents"
+    );
+}

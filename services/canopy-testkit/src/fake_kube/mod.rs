@@ -756,6 +756,9 @@ fn resource(
         };
     }
     let target = resolve(&shared.read().registry, group, version, rest)?;
+    if let (Some(name), Some("scale")) = (&target.name, target.subresource.as_deref()) {
+        return scale(shared, &target, name, req);
+    }
     if let Some(sub) = &target.subresource
         && sub != "status"
     {
@@ -1066,6 +1069,56 @@ fn patch_object(shared: &Arc<Shared>, target: &Target, name: &str, req: &Request
     }
     let (stored, _) = store.upsert(target.type_id, key, obj);
     Ok(json_response(StatusCode::OK, &stored))
+}
+
+// === scale ===
+
+/// The `scale` subresource of a workload with `spec.replicas`: GET reads it as an
+/// `autoscaling/v1` `Scale`; PATCH (merge or apply) and PUT set `spec.replicas` of the object.
+fn scale(shared: &Arc<Shared>, target: &Target, name: &str, req: &Request) -> ApiResult {
+    let mut store = shared.write();
+    let t = store
+        .registry
+        .get(target.type_id)
+        .cloned()
+        .ok_or_else(ApiError::not_found_path)?;
+    if !t.subresources.iter().any(|s| s == "scale") {
+        return Err(ApiError::not_found_path());
+    }
+    let key = store.key(target.type_id, target.namespace.as_deref(), name);
+    let mut obj = store
+        .objects
+        .get(target.type_id)
+        .and_then(|m| m.get(&key))
+        .cloned()
+        .ok_or_else(|| ApiError::not_found(&t, name))?;
+    if req.method == Method::PATCH || req.method == Method::PUT {
+        let replicas = req
+            .body
+            .as_ref()
+            .and_then(|b| b.pointer("/spec/replicas"))
+            .and_then(Value::as_u64)
+            .ok_or_else(|| ApiError::bad_request("the Scale body has no spec.replicas"))?;
+        obj["spec"]["replicas"] = json!(replicas);
+        if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
+            meta.remove("resourceVersion");
+        }
+        obj = store.upsert(target.type_id, key, obj).0;
+    } else if req.method != Method::GET {
+        return Err(ApiError::method_not_allowed(&req.method));
+    }
+    let scale = json!({
+        "apiVersion": "autoscaling/v1",
+        "kind": "Scale",
+        "metadata": {
+            "name": name,
+            "namespace": target.namespace,
+            "resourceVersion": obj.pointer("/metadata/resourceVersion").cloned().unwrap_or(Value::Null),
+        },
+        "spec": {"replicas": obj.pointer("/spec/replicas").cloned().unwrap_or(json!(1))},
+        "status": {"replicas": obj.pointer("/status/replicas").cloned().unwrap_or(json!(0))},
+    });
+    Ok(json_response(StatusCode::OK, &scale))
 }
 
 // === watch ===

@@ -507,8 +507,14 @@ pub(crate) fn split_api_version(api_version: &str) -> (&str, &str) {
     api_version.rsplit_once('/').unwrap_or(("", api_version))
 }
 
-/// English plural the way Kubernetes lower-cases CRD kinds.
+/// English plural the way Kubernetes lower-cases CRD kinds; the metrics API's kinds are served
+/// under the names of what they measure (`metrics.k8s.io/v1beta1` `pods`, `nodes`).
 fn pluralize(kind: &str) -> String {
+    match kind {
+        "PodMetrics" => return "pods".to_owned(),
+        "NodeMetrics" => return "nodes".to_owned(),
+        _ => {}
+    }
     let lower = kind.to_ascii_lowercase();
     if lower.ends_with('s')
         || lower.ends_with('x')

@@ -2,9 +2,11 @@
 
 pub mod audits;
 pub mod clusters;
+pub mod cmd;
 pub mod derogations;
 pub mod events;
 pub mod findings;
+pub mod health;
 pub mod nats;
 pub mod policy;
 pub mod token;
@@ -29,6 +31,13 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Audits(cmd) => audits::run(&ctx, cmd).await,
         Command::Nats(cmd) => nats::run(&ctx, cmd),
         Command::Token(cmd) => token::run(&ctx, cmd),
+        Command::Health(args) => health::health(&ctx, args).await,
+        Command::Diagnoses(cmd) => health::diagnoses(&ctx, cmd).await,
+        Command::Remediations(cmd) => health::remediations(&ctx, cmd).await,
+        Command::Recommendations(cmd) => health::recommendations(&ctx, cmd).await,
+        Command::Run(cmd) => cmd::run(&ctx, cmd).await,
+        Command::Commands(cmd) => cmd::commands(&ctx, cmd).await,
+        Command::Schedules(cmd) => cmd::schedules(&ctx, cmd).await,
         Command::Audit(args) => {
             let code = canopy_audit::cli::run(
                 &args,

@@ -10,9 +10,22 @@ use tracing::warn;
 use crate::domain::{self, AgentRow, InventoryOp, InventoryRow, Plan};
 
 mod audit;
+mod commands;
+mod health;
 
 /// Every read-model table, children first: `rebuild` empties them all (add new tables here).
 pub const READ_MODELS: &[&str] = &[
+    // commands::TABLES
+    "command_runs",
+    "commands",
+    "schedules",
+    // health::TABLES
+    "cluster_health",
+    "health_history",
+    "diagnoses",
+    "remediations",
+    "remediation_suppressions",
+    "workload_recommendations",
     // audit::TABLES
     "audit_findings",
     "audit_chunks",
@@ -97,6 +110,8 @@ pub async fn apply(tx: &mut Transaction<'_, Postgres>, plan: Plan) -> anyhow::Re
     apply_agents(tx, plan.agent_events).await?;
     audit::apply(tx, plan.audit).await?;
     audit::apply_policy(tx, plan.policy).await?;
+    health::apply(tx, plan.health).await?;
+    commands::apply(tx, plan.commands).await?;
     apply_inventory(tx, plan.inventory).await
 }
 
@@ -491,7 +506,11 @@ pub async fn truncate_all(pool: &PgPool) -> anyhow::Result<()> {
 mod tests {
     #[test]
     fn every_audit_table_is_emptied_by_rebuild() {
-        for t in super::audit::TABLES {
+        for t in super::audit::TABLES
+            .iter()
+            .chain(super::health::TABLES)
+            .chain(super::commands::TABLES)
+        {
             assert!(
                 super::READ_MODELS.contains(t),
                 "{t} missing from READ_MODELS"

@@ -10,7 +10,11 @@ use canopy_kit::proto::event::v1::{
 };
 
 pub mod audit;
+pub mod commands;
+pub mod health;
 use audit::{AuditOp, PolicyOp};
+use commands::CommandOp;
+use health::HealthOp;
 
 /// One decoded event with its position in the stream.
 #[derive(Debug, Clone)]
@@ -80,6 +84,10 @@ pub struct Plan {
     pub audit: Vec<AuditOp>,
     /// Policy and derogation events, in stream order.
     pub policy: Vec<PolicyOp>,
+    /// Fleet health events, in stream order.
+    pub health: Vec<HealthOp>,
+    /// Command and schedule events, in stream order.
+    pub commands: Vec<CommandOp>,
     pub last_seq: u64,
 }
 
@@ -98,6 +106,10 @@ pub fn plan(events: Vec<Event>) -> Plan {
         // control events about it come from another stream with other sequences.
         if route(&e.body).plane == Plane::Evt {
             touch_cluster(&mut plan, &e);
+        }
+        if let Some(op) = commands::plan(e.seq, &e.cluster_id, e.occurred_at, &e.body) {
+            plan.commands.push(op);
+            continue;
         }
         match e.body {
             Body::AgentStarted(s) => {
@@ -155,6 +167,57 @@ pub fn plan(events: Vec<Event>) -> Plan {
                 at: e.occurred_at,
                 revoked,
             }),
+            Body::HealthReported(r) if r.metrics_available => plan.health.push(HealthOp::Usage {
+                cluster_id: e.cluster_id,
+                at: e.occurred_at,
+                usage: r.usage,
+            }),
+            Body::HealthChanged(changed) => plan.health.push(HealthOp::Changed {
+                seq: e.seq,
+                cluster_id: e.cluster_id,
+                at: e.occurred_at,
+                changed,
+            }),
+            Body::DiagnosisRaised(raised) => plan.health.push(HealthOp::Raised {
+                seq: e.seq,
+                cluster_id: e.cluster_id,
+                at: e.occurred_at,
+                raised,
+            }),
+            Body::DiagnosisCleared(cleared) => plan.health.push(HealthOp::Cleared {
+                seq: e.seq,
+                at: e.occurred_at,
+                cleared,
+            }),
+            Body::RemediationProposed(proposed) => plan.health.push(HealthOp::Proposed {
+                seq: e.seq,
+                cluster_id: e.cluster_id,
+                at: e.occurred_at,
+                proposed,
+            }),
+            Body::RemediationApproved(approved) => plan.health.push(HealthOp::Approved {
+                seq: e.seq,
+                at: e.occurred_at,
+                approved,
+            }),
+            Body::RemediationRejected(rejected) => plan.health.push(HealthOp::Rejected {
+                seq: e.seq,
+                at: e.occurred_at,
+                rejected,
+            }),
+            Body::RemediationSuppressed(suppressed) => plan.health.push(HealthOp::Suppressed {
+                seq: e.seq,
+                cluster_id: e.cluster_id,
+                at: e.occurred_at,
+                suppressed,
+            }),
+            Body::CommandRequested(requested) if !requested.remediation_id.is_empty() => {
+                plan.health.push(HealthOp::Requested {
+                    seq: e.seq,
+                    at: e.occurred_at,
+                    requested,
+                });
+            }
             // Events no read model projects (yet): applied as no-ops, checkpoint moves on.
             _ => {}
         }
