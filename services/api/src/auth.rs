@@ -110,6 +110,66 @@ pub const METHODS: &[(&str, Access)] = &[
         role(Role::Operator),
     ),
     ("/canopy.api.v1.PolicyService/SetPolicy", role(Role::Admin)),
+    (
+        "/canopy.api.v1.CommandService/RunAudit",
+        role(Role::Operator),
+    ),
+    (
+        "/canopy.api.v1.CommandService/RefreshInventory",
+        role(Role::Operator),
+    ),
+    (
+        "/canopy.api.v1.CommandService/CheckLiveness",
+        role(Role::Operator),
+    ),
+    (
+        "/canopy.api.v1.CommandService/GetCommand",
+        role(Role::Viewer),
+    ),
+    (
+        "/canopy.api.v1.CommandService/ListCommands",
+        role(Role::Viewer),
+    ),
+    (
+        "/canopy.api.v1.CommandService/WatchCommand",
+        role(Role::Viewer),
+    ),
+    (
+        "/canopy.api.v1.ScheduleService/CreateSchedule",
+        role(Role::Operator),
+    ),
+    (
+        "/canopy.api.v1.ScheduleService/ListSchedules",
+        role(Role::Viewer),
+    ),
+    (
+        "/canopy.api.v1.ScheduleService/DeleteSchedule",
+        role(Role::Operator),
+    ),
+    (
+        "/canopy.api.v1.HealthService/GetFleetHealth",
+        role(Role::Viewer),
+    ),
+    (
+        "/canopy.api.v1.HealthService/ListDiagnoses",
+        role(Role::Viewer),
+    ),
+    (
+        "/canopy.api.v1.HealthService/ListRemediations",
+        role(Role::Viewer),
+    ),
+    (
+        "/canopy.api.v1.HealthService/ApproveRemediation",
+        role(Role::Operator),
+    ),
+    (
+        "/canopy.api.v1.HealthService/RejectRemediation",
+        role(Role::Operator),
+    ),
+    (
+        "/canopy.api.v1.HealthService/ListRecommendations",
+        role(Role::Viewer),
+    ),
 ];
 
 /// The access rule of `method`, if it has one.
