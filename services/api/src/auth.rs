@@ -111,18 +111,6 @@ pub const METHODS: &[(&str, Access)] = &[
     ),
     ("/canopy.api.v1.PolicyService/SetPolicy", role(Role::Admin)),
     (
-        "/canopy.api.v1.CommandService/RunAudit",
-        role(Role::Operator),
-    ),
-    (
-        "/canopy.api.v1.CommandService/RefreshInventory",
-        role(Role::Operator),
-    ),
-    (
-        "/canopy.api.v1.CommandService/CheckLiveness",
-        role(Role::Operator),
-    ),
-    (
         "/canopy.api.v1.CommandService/GetCommand",
         role(Role::Viewer),
     ),
@@ -135,12 +123,24 @@ pub const METHODS: &[(&str, Access)] = &[
         role(Role::Viewer),
     ),
     (
-        "/canopy.api.v1.ScheduleService/CreateSchedule",
+        "/canopy.api.v1.CommandService/RunAudit",
+        role(Role::Operator),
+    ),
+    (
+        "/canopy.api.v1.CommandService/RefreshInventory",
+        role(Role::Operator),
+    ),
+    (
+        "/canopy.api.v1.CommandService/CheckLiveness",
         role(Role::Operator),
     ),
     (
         "/canopy.api.v1.ScheduleService/ListSchedules",
         role(Role::Viewer),
+    ),
+    (
+        "/canopy.api.v1.ScheduleService/CreateSchedule",
+        role(Role::Operator),
     ),
     (
         "/canopy.api.v1.ScheduleService/DeleteSchedule",
@@ -159,16 +159,16 @@ pub const METHODS: &[(&str, Access)] = &[
         role(Role::Viewer),
     ),
     (
+        "/canopy.api.v1.HealthService/ListRecommendations",
+        role(Role::Viewer),
+    ),
+    (
         "/canopy.api.v1.HealthService/ApproveRemediation",
         role(Role::Operator),
     ),
     (
         "/canopy.api.v1.HealthService/RejectRemediation",
         role(Role::Operator),
-    ),
-    (
-        "/canopy.api.v1.HealthService/ListRecommendations",
-        role(Role::Viewer),
     ),
 ];
 

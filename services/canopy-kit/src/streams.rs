@@ -58,6 +58,12 @@ pub fn leaf_events(cluster: &ClusterId, max_bytes: i64) -> Config {
     }
 }
 
+/// Where the seed delivers what a leaf sources from it (`canopy.down.<cluster>`): the leaf's
+/// link user may receive only its own prefix.
+pub fn downlink_prefix(cluster: &ClusterId) -> String {
+    format!("canopy.down.{cluster}")
+}
+
 /// The leaf's `COMMANDS`: sources the seed's `COMMANDS`, filtered to this cluster.
 pub fn leaf_commands(cluster: &ClusterId, seed_domain: &str) -> Config {
     Config {
@@ -66,7 +72,7 @@ pub fn leaf_commands(cluster: &ClusterId, seed_domain: &str) -> Config {
             filter_subject: Some(subject::cluster_commands(cluster)),
             external: Some(External {
                 api_prefix: format!("$JS.{seed_domain}.API"),
-                delivery_prefix: None,
+                delivery_prefix: Some(downlink_prefix(cluster)),
             }),
             ..Default::default()
         }]),
@@ -89,7 +95,7 @@ pub fn leaf_policies(cluster: &ClusterId, seed_domain: &str) -> Config {
             filter_subject: Some(subject::cluster_policies(cluster)),
             external: Some(External {
                 api_prefix: format!("$JS.{seed_domain}.API"),
-                delivery_prefix: None,
+                delivery_prefix: Some(downlink_prefix(cluster)),
             }),
             ..Default::default()
         }]),

@@ -272,7 +272,7 @@ async fn service_and_leaf_credentials_cannot_create_or_delete_streams() -> anyho
     agent.api_denied("$JS.API.STREAM.CREATE.EVIL").await?;
     agent.api_denied("$JS.API.STREAM.DELETE.EVENTS").await?;
     agent.api_denied("$JS.API.STREAM.PURGE.EVENTS").await?;
-    agent.api_denied("$JS.API.STREAM.UPDATE.EVENTS").await?;
+    agent.api_denied("$JS.API.STREAM.UPDATE.COMMANDS").await?;
     let mut api = connect_as(
         &m.seed.client_url(),
         &m.layout.seed_creds("api"),
@@ -377,5 +377,37 @@ async fn revoked_and_expired_credentials_are_refused() -> anyhow::Result<()> {
         )
     })
     .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_leaf_sources_only_its_own_commands_through_its_link() -> anyhow::Result<()> {
+    let m = mesh().await?;
+    let seed_js = async_nats::jetstream::new(m.seed.connect().await?);
+    seed_js
+        .create_stream(canopy_kit::streams::seed_commands())
+        .await?;
+    let a = canopy_kit::subject::ClusterId::parse("a")?;
+    let leaf_js = async_nats::jetstream::new(m.a.connect().await?);
+    let leaf_commands = leaf_js
+        .create_stream(canopy_kit::streams::leaf_commands(&a, "seed"))
+        .await?;
+    for subject in ["canopy.cmd.b.run-audit", "canopy.cmd.a.run-audit"] {
+        seed_js.publish(subject, "cmd".into()).await?.await?;
+    }
+    // The seed's consumer for a's source is created by the leaf through the link user; the
+    // command of a arrives, the one of b (published first) never does.
+    let state = canopy_testkit::eventually(WAIT, "a's command on leaf a", || {
+        let js = leaf_js.clone();
+        async move {
+            let mut stream = js.get_stream("COMMANDS").await?;
+            let info = stream.info().await?;
+            Ok((info.state.messages >= 1).then_some(info.state.clone()))
+        }
+    })
+    .await?;
+    assert_eq!(state.messages, 1);
+    let msg = leaf_commands.get_raw_message(state.first_sequence).await?;
+    assert_eq!(msg.subject.as_str(), "canopy.cmd.a.run-audit");
     Ok(())
 }

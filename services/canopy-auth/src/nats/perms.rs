@@ -179,7 +179,7 @@ pub const USERS: &[UserSpec] = &[
             "$JS.{cluster}.API.CONSUMER.DELETE.EVENTS.>",
             "$JS.FC.EVENTS.>",
             "$JSC.R.>",
-            "$JSC.SI.>",
+            "canopy.down.{cluster}.>",
         ],
         reads: &[],
         owns: &[],
