@@ -205,7 +205,7 @@ async fn sick_leaf(stack: &Stack) -> anyhow::Result<Vec<String>> {
     use canopy_proto::api::v1::{
         GetFleetHealthRequest, health_service_client::HealthServiceClient,
     };
-    let mut client = HealthServiceClient::connect(stack.api_url()).await?;
+    let mut client = HealthServiceClient::new(canopy_e2e::admin_channel(stack).await?);
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let fleet = client

@@ -157,14 +157,12 @@ fn count(bodies: &[Body], f: impl Fn(&Body) -> bool) -> usize {
 }
 
 async fn canopyctl(stack: &Stack, args: &[&str]) -> anyhow::Result<std::process::Output> {
-    Ok(
-        tokio::process::Command::new(canopy_e2e::binary("canopyctl")?)
-            .arg("--api")
-            .arg(stack.api_url())
-            .args(args)
-            .output()
-            .await?,
-    )
+    let mut cmd = tokio::process::Command::new(canopy_e2e::binary("canopyctl")?);
+    cmd.arg("--api").arg(stack.api_url());
+    if let Some(token) = &stack.admin_token {
+        cmd.env("CANOPY_TOKEN", token);
+    }
+    Ok(cmd.args(args).output().await?)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

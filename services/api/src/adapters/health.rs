@@ -314,10 +314,11 @@ impl HealthService for HealthApi {
         &self,
         request: Request<api::ApproveRemediationRequest>,
     ) -> Result<Response<api::Remediation>, Status> {
+        let approved_by = crate::auth::actor(&request);
         let id = request.into_inner().remediation_id;
         let body = Body::RemediationApproved(RemediationApproved {
             remediation_id: id.clone(),
-            approved_by: "anonymous".to_owned(),
+            approved_by,
         });
         Ok(Response::new(self.decide(&id, body).await?))
     }
@@ -327,10 +328,11 @@ impl HealthService for HealthApi {
         &self,
         request: Request<api::RejectRemediationRequest>,
     ) -> Result<Response<api::Remediation>, Status> {
+        let rejected_by = crate::auth::actor(&request);
         let r = request.into_inner();
         let body = Body::RemediationRejected(RemediationRejected {
             remediation_id: r.remediation_id.clone(),
-            rejected_by: "anonymous".to_owned(),
+            rejected_by,
             reason: r.reason,
         });
         Ok(Response::new(self.decide(&r.remediation_id, body).await?))

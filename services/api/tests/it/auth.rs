@@ -370,3 +370,98 @@ async fn cluster_ids_and_labels_that_inject_subject_tokens_are_refused() -> anyh
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn commands_schedules_and_remediations_follow_the_role_table() -> anyhow::Result<()> {
+    use canopy_kit::proto::api::v1::{
+        ApproveRemediationRequest, CreateScheduleRequest, GetCommandRequest, ListCommandsRequest,
+        RejectRemediationRequest, RunCommandRequest, command_service_client::CommandServiceClient,
+        health_service_client::HealthServiceClient, schedule_service_client::ScheduleServiceClient,
+    };
+    use canopy_kit::proto::event::v1::{CommandKind, CommandTarget, command_target::Target};
+
+    let a = auth_stack().await?;
+    let channel = a.stack.channel().await?;
+    let mut commands = CommandServiceClient::new(channel.clone());
+    let mut schedules = ScheduleServiceClient::new(channel.clone());
+    let mut health = HealthServiceClient::new(channel);
+    let viewer = token(&a.keys, Role::Viewer, &[]);
+    let operator = token(&a.keys, Role::Operator, &[]);
+    let scoped = token(&a.keys, Role::Admin, &[("env", "prod")]);
+    let run = || RunCommandRequest {
+        target: Some(CommandTarget {
+            target: Some(Target::ClusterId("prod-eu".into())),
+        }),
+        ..Default::default()
+    };
+
+    // Viewers and scoped tokens neither run, schedule nor decide; nothing is requested.
+    for t in [&viewer, &scoped] {
+        let err = commands.run_audit(bearer(run(), t)).await.unwrap_err();
+        assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+        let err = schedules
+            .create_schedule(bearer(
+                CreateScheduleRequest {
+                    name: "nightly".into(),
+                    cron: "0 3 * * *".into(),
+                    kind: CommandKind::RunAudit as i32,
+                    target: run().target,
+                    ..Default::default()
+                },
+                t,
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+        let err = health
+            .approve_remediation(bearer(
+                ApproveRemediationRequest {
+                    remediation_id: "r1".into(),
+                },
+                t,
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+        let err = health
+            .reject_remediation(bearer(
+                RejectRemediationRequest {
+                    remediation_id: "r1".into(),
+                    reason: "no".into(),
+                },
+                t,
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    }
+    let listed = commands
+        .list_commands(bearer(ListCommandsRequest::default(), &viewer))
+        .await?
+        .into_inner();
+    assert!(listed.commands.is_empty(), "a denied run was requested");
+
+    // An operator runs it; the command is requested by the token's subject.
+    let id = commands
+        .run_audit(bearer(run(), &operator))
+        .await?
+        .into_inner()
+        .command_id;
+    let view = canopy_testkit::eventually(Duration::from_secs(20), "the command's view", || {
+        let mut commands = commands.clone();
+        let (id, viewer) = (id.clone(), viewer.clone());
+        async move {
+            match commands
+                .get_command(bearer(GetCommandRequest { command_id: id }, &viewer))
+                .await
+            {
+                Ok(v) => Ok(Some(v.into_inner())),
+                Err(e) if e.code() == Code::NotFound => Ok(None),
+                Err(e) => Err(e.into()),
+            }
+        }
+    })
+    .await?;
+    assert_eq!(view.requested_by, "alice");
+    Ok(())
+}

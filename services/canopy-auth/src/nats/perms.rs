@@ -90,15 +90,18 @@ pub const USERS: &[UserSpec] = &[
         home: Home::Seed,
         inbox: "canopy-api",
         connection: "STANDARD",
-        publish: &["canopy.ctl.>", "canopy.audit.action.recorded"],
-        subscribe: &[],
-        reads: &[
-            "FLEET_EVENTS",
-            "CONTROL",
-            "AUDIT_TRAIL",
-            "POLICIES",
-            "COMMANDS",
+        publish: &[
+            "canopy.ctl.policy.>",
+            "canopy.ctl.command.requested",
+            "canopy.ctl.schedule.created",
+            "canopy.ctl.schedule.deleted",
+            "canopy.ctl.remediation.approved",
+            "canopy.ctl.remediation.rejected",
+            "canopy.audit.action.recorded",
         ],
+        subscribe: &[],
+        // Commands, schedules and health are read from Postgres, not from their streams.
+        reads: &["FLEET_EVENTS", "CONTROL", "AUDIT_TRAIL", "POLICIES"],
         owns: &[],
         purpose: "publishes requested changes on CONTROL and the audit trail, streams events",
     },
@@ -107,22 +110,29 @@ pub const USERS: &[UserSpec] = &[
         home: Home::Seed,
         inbox: "canopy-cnc",
         connection: "STANDARD",
-        publish: &["canopy.cmd.>", "canopy.pol.>", "canopy.ctl.>"],
+        publish: &["canopy.cmd.>", "canopy.pol.>", "canopy.ctl.command.>"],
         subscribe: &[],
         reads: &["FLEET_EVENTS", "CONTROL", "COMMANDS", "POLICIES"],
         owns: &[],
-        purpose: "turns CONTROL requests into commands and effective policies",
+        purpose: "turns CONTROL requests and schedules into commands (and their dispatch, \
+                  rejection, time-out) and effective policies",
     },
     UserSpec {
         name: "doctor",
         home: Home::Seed,
         inbox: "canopy-doctor",
         connection: "STANDARD",
-        publish: &["canopy.ctl.>"],
+        publish: &[
+            "canopy.ctl.health.>",
+            "canopy.ctl.diagnosis.>",
+            "canopy.ctl.remediation.>",
+            "canopy.ctl.command.requested",
+        ],
         subscribe: &[],
-        reads: &["FLEET_EVENTS", "CONTROL", "COMMANDS"],
+        reads: &["FLEET_EVENTS", "CONTROL"],
         owns: &[],
-        purpose: "reads health events and records diagnoses and remediations on CONTROL",
+        purpose: "reads health events and records diagnoses and remediations on CONTROL, \
+                  requests the approved remediations as commands",
     },
     UserSpec {
         name: "agent",
@@ -133,7 +143,9 @@ pub const USERS: &[UserSpec] = &[
         subscribe: &[],
         reads: &["EVENTS", "COMMANDS", "POLICIES", "KV_canopy-agent"],
         owns: &["EVENTS", "KV_canopy-agent"],
-        purpose: "publishes its own cluster's events, reads its commands and policy",
+        purpose: "publishes its own cluster's events, runs its commands (durable consumer \
+                  `agent` on the leaf's COMMANDS, state in the KV bucket `canopy-agent`), reads \
+                  its policy",
     },
     UserSpec {
         name: "gateway",

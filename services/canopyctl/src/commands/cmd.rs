@@ -17,7 +17,7 @@ use canopy_proto::event::v1::{
     command_target::Target,
 };
 
-use super::Context;
+use super::{ApiChannel, Context};
 use crate::cli::OutputFormat;
 use crate::cli_commands::{
     CommandsCommand, KindArg, LivenessArgs, RunArgs, RunCommand, SchedulesCommand, TargetArgs,
@@ -532,7 +532,7 @@ fn schedule_json(s: &ScheduleView) -> ScheduleJson {
     }
 }
 
-fn schedule_client(channel: super::ApiChannel) -> ScheduleServiceClient<super::ApiChannel> {
+fn schedule_client(channel: ApiChannel) -> ScheduleServiceClient<ApiChannel> {
     ScheduleServiceClient::new(channel)
 }
 

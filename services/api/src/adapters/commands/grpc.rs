@@ -35,9 +35,9 @@ const WATCH_POLL: Duration = Duration::from_millis(100);
 /// How long WatchCommand waits for a just-requested command to reach the read model.
 const WATCH_APPEAR: Duration = Duration::from_secs(30);
 
-/// Who asked. Until API authentication exists every caller is anonymous.
-fn actor<T>(_request: &Request<T>) -> String {
-    "anonymous".to_owned()
+/// Who asked: the token's subject (`anonymous` when the api runs without authentication).
+fn actor<T>(request: &Request<T>) -> String {
+    crate::auth::actor(request)
 }
 
 fn unavailable(e: String) -> Status {
