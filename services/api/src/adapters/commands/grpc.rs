@@ -91,6 +91,29 @@ impl CommandApi {
     }
 
     /// Checks and publishes one request.
+    /// A command without parameters of its own (RunAudit, RefreshInventory).
+    async fn run(
+        &self,
+        request: Request<api::RunCommandRequest>,
+        kind: CommandKind,
+        params: Params,
+    ) -> Result<Response<api::RunCommandResponse>, Status> {
+        let requested_by = actor(&request);
+        let r = request.into_inner();
+        let reply = self
+            .request(Ask {
+                requested_by,
+                kind,
+                target: r.target,
+                deadline: r.deadline,
+                timeout_ms: r.timeout_ms,
+                idempotency_key: r.idempotency_key,
+                params,
+            })
+            .await?;
+        Ok(Response::new(reply))
+    }
+
     async fn request(&self, ask: Ask) -> Result<api::RunCommandResponse, Status> {
         let Ask {
             requested_by,
@@ -257,20 +280,12 @@ impl CommandService for CommandApi {
         &self,
         request: Request<api::RunCommandRequest>,
     ) -> Result<Response<api::RunCommandResponse>, Status> {
-        let by = actor(&request);
-        let r = request.into_inner();
-        let reply = self
-            .request(Ask {
-                requested_by: by,
-                kind: CommandKind::RunAudit,
-                target: r.target,
-                deadline: r.deadline,
-                timeout_ms: r.timeout_ms,
-                idempotency_key: r.idempotency_key,
-                params: Params::RunAudit(RunAuditParams {}),
-            })
-            .await?;
-        Ok(Response::new(reply))
+        self.run(
+            request,
+            CommandKind::RunAudit,
+            Params::RunAudit(RunAuditParams {}),
+        )
+        .await
     }
 
     #[instrument(skip_all)]
@@ -278,20 +293,12 @@ impl CommandService for CommandApi {
         &self,
         request: Request<api::RunCommandRequest>,
     ) -> Result<Response<api::RunCommandResponse>, Status> {
-        let by = actor(&request);
-        let r = request.into_inner();
-        let reply = self
-            .request(Ask {
-                requested_by: by,
-                kind: CommandKind::RefreshInventory,
-                target: r.target,
-                deadline: r.deadline,
-                timeout_ms: r.timeout_ms,
-                idempotency_key: r.idempotency_key,
-                params: Params::RefreshInventory(RefreshInventoryParams {}),
-            })
-            .await?;
-        Ok(Response::new(reply))
+        self.run(
+            request,
+            CommandKind::RefreshInventory,
+            Params::RefreshInventory(RefreshInventoryParams {}),
+        )
+        .await
     }
 
     #[instrument(skip_all)]
