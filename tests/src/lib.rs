@@ -7,8 +7,9 @@ pub mod stack;
 
 pub use service::{Service, bin_dir, binary};
 pub use stack::{
-    DATABASE, Leaf, LeafSpec, Stack, StackOptions, start_leaf_nats, start_leaf_nats_with,
-    start_seed_nats, start_seed_nats_with, test_authority,
+    DATABASE, Leaf, LeafSpec, Stack, StackOptions, leafz_names, start_leaf_nats,
+    start_leaf_nats_unlinked, start_leaf_nats_with, start_seed_nats, start_seed_nats_with,
+    start_trunk_nats, stream_events, test_authority,
 };
 
 use canopy_proto::api::v1::fleet_service_client::FleetServiceClient;

@@ -775,8 +775,11 @@ async fn start_leaf(
                     .to_string(),
             ),
             ("CANOPY_GATEWAY_REQUEST_INTERVAL", "200ms"),
-            ("CANOPY_GATEWAY_LABELS", &labels),
+            ("CANOPY_GATEWAY_STATUS_INTERVAL", "500ms"),
         ]));
+        if !labels.is_empty() {
+            gateway_env.extend(env(&[("CANOPY_GATEWAY_LABELS", &labels)]));
+        }
         if let Some(trunk) = &opts.trunk {
             gateway_env.extend(env(&[("CANOPY_GATEWAY_TRUNK", trunk)]));
         }
@@ -840,33 +843,50 @@ async fn interconnect_recorded(
     cluster: &str,
     request_id: &str,
 ) -> anyhow::Result<bool> {
-    use async_nats::jetstream::consumer::{DeliverPolicy, pull::OrderedConfig};
     use canopy_kit::proto::event::v1::envelope::Body;
+    let events = stream_events(
+        js,
+        canopy_kit::streams::CONTROL,
+        "canopy.ctl.interconnect.requested",
+    )
+    .await?;
+    Ok(events.iter().any(|env| {
+        env.cluster_id == cluster
+            && matches!(&env.body, Some(Body::InterconnectRequested(r)) if r.request_id == request_id)
+    }))
+}
+
+/// Every event stored on `stream` under `filter`, oldest first.
+///
+/// # Errors
+/// When the stream cannot be read or an event not decoded.
+pub async fn stream_events(
+    js: &async_nats::jetstream::Context,
+    stream: &str,
+    filter: &str,
+) -> anyhow::Result<Vec<canopy_kit::proto::event::v1::Envelope>> {
+    use async_nats::jetstream::consumer::{DeliverPolicy, pull::OrderedConfig};
     use futures::StreamExt as _;
-    let stream = js.get_stream(canopy_kit::streams::CONTROL).await?;
+    let stream = js.get_stream(stream).await?;
     let consumer = stream
         .create_consumer(OrderedConfig {
-            filter_subject: "canopy.ctl.interconnect.requested".to_owned(),
+            filter_subject: filter.to_owned(),
             deliver_policy: DeliverPolicy::All,
             ..Default::default()
         })
         .await?;
     let mut left = consumer.cached_info().num_pending;
     let mut messages = consumer.messages().await?;
+    let mut out = Vec::new();
     while left > 0 {
         let Some(m) = tokio::time::timeout(Duration::from_secs(5), messages.next()).await? else {
             break;
         };
         let m = m?;
         left = m.info().map(|i| i.pending).unwrap_or(0);
-        let env = canopy_kit::envelope::decode(&m.subject, &m.payload)?;
-        if env.cluster_id == cluster
-            && matches!(&env.body, Some(Body::InterconnectRequested(r)) if r.request_id == request_id)
-        {
-            return Ok(true);
-        }
+        out.push(canopy_kit::envelope::decode(&m.subject, &m.payload)?);
     }
-    Ok(false)
+    Ok(out)
 }
 
 /// The server names of the leafnode connections of the server whose monitoring endpoint is

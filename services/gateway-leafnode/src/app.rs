@@ -439,6 +439,7 @@ fn leaf_link(
         leaf_url: None,
         labels,
         request_interval: cfg.request_interval,
+        status_interval: cfg.status_interval,
     }))
 }
 

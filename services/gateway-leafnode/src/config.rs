@@ -75,6 +75,10 @@ pub struct Config {
     /// Leaf role: how often a pending request is asked again.
     #[arg(long, env = "CANOPY_GATEWAY_REQUEST_INTERVAL", default_value = "5s", value_parser = humantime::parse_duration)]
     pub request_interval: Duration,
+    /// Leaf role: how often a linked leaf asks whether its link still stands (a revoked leaf
+    /// removes its link and asks anew).
+    #[arg(long, env = "CANOPY_GATEWAY_STATUS_INTERVAL", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub status_interval: Duration,
     /// JetStream domain of the seed.
     #[arg(long, env = "CANOPY_GATEWAY_SEED_DOMAIN", default_value = "seed")]
     pub seed_domain: String,

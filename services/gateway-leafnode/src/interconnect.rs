@@ -346,6 +346,7 @@ async fn respond(
             .unwrap_or_default()
             .to_owned();
         let answer = answer(&shared, &cluster, &reply_to, &m.payload).await;
+        debug!(%cluster, status = status_name(answer.status), "interconnect request answered");
         metrics::counter!("canopy_gateway_interconnect_requests_total",
             "status" => status_name(answer.status))
         .increment(1);

@@ -31,7 +31,7 @@ use canopy_kit::subject::ClusterId;
 use nkeys::KeyPair;
 use prost::Message as _;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 /// What the leaf side needs.
 #[derive(Debug, Clone)]
@@ -53,6 +53,8 @@ pub struct LeafLink {
     pub leaf_url: Option<String>,
     pub labels: HashMap<String, String>,
     pub request_interval: Duration,
+    /// How often a linked leaf asks whether it still is (a revoked one removes its link).
+    pub status_interval: Duration,
 }
 
 /// The keys and request id, created once and kept in the link dir.
@@ -101,20 +103,24 @@ async fn step(
 ) -> anyhow::Result<Duration> {
     let id = identity(&link.link_dir)?;
     if let Some(exp) = current_link(&link.link_dir, &id)? {
-        // Linked: make sure the server has the remote, renew at half-life.
+        // Linked: make sure the server has the remote; ask now and then whether the link still
+        // stands, and take fresh credentials from half their lifetime on.
         ensure_remote(link, true, applied).await?;
         let now = now_s();
         let iat = link_issued_at(&link.link_dir).unwrap_or(now);
-        let renew_at = iat + (exp - iat) / 2;
-        if now < renew_at {
-            return Ok(
-                Duration::from_secs(u64::try_from(renew_at - now).unwrap_or(0))
-                    .min(Duration::from_secs(3600)),
-            );
-        }
-    } else {
-        ensure_remote(link, false, applied).await?;
+        let renew_due = now >= iat + (exp - iat) / 2;
+        return match ask(link, &id, bootstrap, shutdown).await {
+            Some(reply) if reply.status == InterconnectStatus::Approved as i32 && !renew_due => {
+                debug!(cluster = %link.cluster, "link still approved");
+                Ok(link.status_interval)
+            }
+            Some(reply) => handle(link, &id, reply, applied)
+                .await
+                .map(|wait| wait.max(link.status_interval.min(link.request_interval))),
+            None => Ok(link.request_interval),
+        };
     }
+    ensure_remote(link, false, applied).await?;
     match ask(link, &id, bootstrap, shutdown).await {
         Some(reply) => handle(link, &id, reply, applied).await,
         None => Ok(link.request_interval),

@@ -298,23 +298,25 @@ async fn service_and_leaf_credentials_cannot_create_or_delete_streams() -> anyho
 async fn a_bootstrap_credential_can_only_send_its_interconnect_request() -> anyhow::Result<()> {
     let m = mesh().await?;
     let admin = m.seed.connect().await?;
-    let mut requests = admin.subscribe("canopy.ctl.>").await?;
+    let mut requests = admin.subscribe("canopy.interconnect.>").await?;
     admin.flush().await?;
     let mut boot = connect_as(
         &m.seed.client_url(),
         &m.layout.leaf_creds("a", "bootstrap"),
-        "canopy-bootstrap-a",
+        "canopy-bootstrap.a",
     )
     .await?;
-    let got = receive_while_publishing(
-        &boot.client,
-        "canopy.ctl.interconnect.requested",
-        &mut requests,
-    )
-    .await?;
-    assert_eq!(got.subject.as_str(), "canopy.ctl.interconnect.requested");
+    let got =
+        receive_while_publishing(&boot.client, "canopy.interconnect.request.a", &mut requests)
+            .await?;
+    assert_eq!(got.subject.as_str(), "canopy.interconnect.request.a");
+    // Not another cluster's request, not a CONTROL event, not another cluster's inbox.
+    boot.publish_denied("canopy.interconnect.request.b").await?;
+    boot.publish_denied("canopy.ctl.interconnect.requested")
+        .await?;
     boot.publish_denied("canopy.ctl.interconnect.approved")
         .await?;
+    boot.subscribe_denied("_INBOX_canopy-bootstrap.b.>").await?;
     boot.publish_denied("canopy.evt.a.agent.heartbeat").await?;
     boot.subscribe_denied("canopy.>").await?;
     boot.api_denied("$JS.API.STREAM.INFO.CONTROL").await?;

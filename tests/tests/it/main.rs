@@ -5,5 +5,6 @@
 mod audit;
 mod commands;
 mod health;
+mod interconnect;
 mod isolation;
 mod mesh;
