@@ -7,3 +7,4 @@ mod commands;
 mod health;
 mod isolation;
 mod mesh;
+mod trail;
