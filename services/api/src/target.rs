@@ -2,9 +2,9 @@
 //! of every service (from the descriptor set, so new services need nothing here).
 //!
 //! The target is the first non-empty string field named like an identifier, in the order of
-//! [`TARGET_FIELDS`], at the top of the request or one or two messages down (a command's
-//! `target.cluster_id`, a derogation's `scope.cluster_id`); a label selector reads
-//! `selector:k=v,...`.
+//! [`TARGET_FIELDS`] (a cluster id wins over a name), at the top of the request or one or two
+//! messages down (a command's `target.cluster_id`, a derogation's `scope.cluster_id`); a label
+//! selector reads `selector:k=v,...`.
 
 use std::collections::HashMap;
 use std::sync::OnceLock;
@@ -15,6 +15,7 @@ use prost_types::field_descriptor_proto::Type;
 /// Field names that name a call's target, most specific first.
 pub const TARGET_FIELDS: &[&str] = &[
     "cluster_id",
+    SELECTOR,
     "command_id",
     "schedule_id",
     "remediation_id",
@@ -158,7 +159,9 @@ fn fields(mut buf: &[u8]) -> Option<Vec<(u32, &[u8])>> {
     Some(out)
 }
 
-fn find(idx: &Index, type_name: &str, msg: &[u8], depth: u8) -> Option<String> {
+/// The first non-empty value of the string field `wanted` in the message, at the top or
+/// nested up to two messages down (`selector`: a label map, as `selector:k=v,...`).
+fn find(idx: &Index, type_name: &str, msg: &[u8], depth: u8, wanted: &str) -> Option<String> {
     let schema = idx.types.get(type_name)?;
     let present = fields(msg)?;
     let value = |f: &Field| {
@@ -168,19 +171,16 @@ fn find(idx: &Index, type_name: &str, msg: &[u8], depth: u8) -> Option<String> {
             .find(|(n, _)| *n == f.number)
             .map(|(_, v)| *v)
     };
-    for wanted in TARGET_FIELDS {
-        if let Some(f) = schema
-            .iter()
-            .find(|f| f.name == *wanted && matches!(f.kind, Kind::Str))
-            && let Some(v) = value(f).and_then(|v| std::str::from_utf8(v).ok())
-            && !v.is_empty()
-        {
-            return Some(v.to_owned());
-        }
-    }
     for f in schema {
         match &f.kind {
-            Kind::StrMap => {
+            Kind::Str if f.name == wanted => {
+                if let Some(v) = value(f).and_then(|v| std::str::from_utf8(v).ok())
+                    && !v.is_empty()
+                {
+                    return Some(v.to_owned());
+                }
+            }
+            Kind::StrMap if wanted == SELECTOR => {
                 let pairs: Vec<String> = present
                     .iter()
                     .filter(|(n, _)| *n == f.number)
@@ -199,16 +199,20 @@ fn find(idx: &Index, type_name: &str, msg: &[u8], depth: u8) -> Option<String> {
                     return Some(format!("selector:{}", pairs.join(",")));
                 }
             }
-            Kind::Msg(t) if depth < 2 => {
-                if let Some(v) = value(f).and_then(|v| find(idx, t, v, depth + 1)) {
-                    return Some(v);
-                }
-            }
             _ => {}
         }
     }
-    None
+    if depth >= 2 {
+        return None;
+    }
+    schema.iter().find_map(|f| match &f.kind {
+        Kind::Msg(t) => value(f).and_then(|v| find(idx, t, v, depth + 1, wanted)),
+        _ => None,
+    })
 }
+
+/// In [`TARGET_FIELDS`]: a label selector (any `map<string, string>` field).
+const SELECTOR: &str = "selector";
 
 /// The target of a call to `method` with the encoded request `message` ("" when none).
 pub fn of(method: &str, message: &[u8]) -> String {
@@ -216,7 +220,10 @@ pub fn of(method: &str, message: &[u8]) -> String {
     let Some((input, _)) = idx.methods.get(method) else {
         return String::new();
     };
-    let mut target = find(idx, input, message, 0).unwrap_or_default();
+    let mut target = TARGET_FIELDS
+        .iter()
+        .find_map(|wanted| find(idx, input, message, 0, wanted))
+        .unwrap_or_default();
     // Bounded: the trail stores it.
     if target.len() > 256 {
         let mut end = 256;
@@ -300,6 +307,19 @@ mod tests {
                 &SetPolicyRequest::default().encode_to_vec()
             ),
             ""
+        );
+        let schedule = canopy_kit::proto::api::v1::CreateScheduleRequest {
+            name: "nightly".into(),
+            target: run.target.clone(),
+            ..Default::default()
+        };
+        assert_eq!(
+            of(
+                "/canopy.api.v1.ScheduleService/CreateSchedule",
+                &schedule.encode_to_vec()
+            ),
+            "prod-eu",
+            "a cluster id wins over a name"
         );
         assert_eq!(of("/nope/Nope", b"\x0a\x01x"), "");
         assert_eq!(

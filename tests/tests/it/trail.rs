@@ -1,8 +1,10 @@
 //! The audit trail end to end, over the built binaries with token authentication and every
 //! service on its own NATS user: changes, refusals and invalid calls become one ActionRecorded
 //! each, on a hash chain that `Verify` and `canopyctl trail verify` walk; the server refuses to
-//! purge AUDIT_TRAIL or delete its messages even for a user whose permissions allow everything,
-//! and no Canopy user may delete or purge it; a forged record is named as the first broken link.
+//! purge AUDIT_TRAIL or delete its messages even for a user whose permissions allow everything
+//! (`deny_purge`, `deny_delete`; deleting the whole stream is refused by permissions only: no
+//! Canopy user, administrators included, may), and a forged record is named as the first
+//! broken link.
 
 use std::path::Path;
 use std::time::Duration;
@@ -26,7 +28,6 @@ use canopy_proto::event::v1::{
     envelope::Body,
 };
 use canopy_testkit::{Fixture, eventually};
-use prost::Message as _;
 use sha2::Digest as _;
 use tonic::Code;
 
@@ -53,14 +54,7 @@ async fn trail_stack() -> anyhow::Result<Trail> {
 
 impl Trail {
     fn token(&self, subject: &str, role: Role) -> anyhow::Result<String> {
-        Ok(issue(
-            &self.keys,
-            None,
-            subject,
-            role,
-            Default::default(),
-            HOUR,
-        )?)
+        issue(&self.keys, None, subject, role, Default::default(), HOUR)
     }
 
     async fn channel(&self, token: Option<&str>) -> anyhow::Result<AuthChannel> {
@@ -357,9 +351,14 @@ async fn changes_refusals_and_invalid_calls_are_recorded_on_a_chain_that_verifie
     assert!(out.status.success(), "{out:?}");
     let doc: serde_json::Value = serde_json::from_slice(&out.stdout)?;
     let listed = doc["records"].as_array().context("records")?;
-    assert_eq!(listed.len(), 3);
-    assert_eq!(listed[0]["outcome"], "invalid");
-    assert_eq!(listed[2]["target"], "prod-eu");
+    // Her three calls and her refused Verify, newest first.
+    assert_eq!(listed.len(), 4);
+    assert_eq!(listed[0]["outcome"], "denied");
+    assert_eq!(
+        listed[0]["method"],
+        "/canopy.api.v1.AuditTrailService/Verify"
+    );
+    assert_eq!(listed[3]["target"], "prod-eu");
     let out = t
         .canopyctl(&["trail", "list", "--outcome", "denied"])
         .await?;
