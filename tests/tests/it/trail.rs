@@ -3,8 +3,8 @@
 //! each, on a hash chain that `Verify` and `canopyctl trail verify` walk; the server refuses to
 //! purge AUDIT_TRAIL or delete its messages even for a user whose permissions allow everything
 //! (`deny_purge`, `deny_delete`; deleting the whole stream is refused by permissions only: no
-//! Canopy user, administrators included, may), and a forged record is named as the first
-//! broken link.
+//! Canopy user, administrators included, may; if it happens anyway, changes fail closed and
+//! Verify reports the records missing), and a forged record is named as the first broken link.
 
 use std::path::Path;
 use std::time::Duration;
@@ -524,6 +524,23 @@ async fn the_trail_survives_delete_and_purge_and_a_forged_record_is_named() -> a
     let doc: serde_json::Value = serde_json::from_slice(&out.stdout)?;
     assert_eq!(doc["ok"], false);
     assert_eq!(doc["broken"]["index"], 4);
+
+    // Deleting the whole stream is refused by permissions only; a user allowed everything can.
+    // Changes then fail closed, and a recreated stream's new chain is told from the old one.
+    t.records(5).await?;
+    assert!(mallory.delete_stream(streams::AUDIT_TRAIL).await?.success);
+    let err = policy.set_policy(set_policy(4)).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    admin_js.create_stream(streams::audit_trail()).await?;
+    policy.set_policy(set_policy(4)).await?;
+    let v = t.verify().await?;
+    assert!(!v.ok, "{v:?}");
+    let broken = v.broken.context("the missing records")?;
+    assert_eq!(
+        (broken.index, broken.field.as_str()),
+        (2, "missing"),
+        "{broken:?}"
+    );
     t.stack.shutdown().await
 }
 

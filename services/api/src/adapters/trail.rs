@@ -528,7 +528,27 @@ impl AuditTrailService for TrailApi {
         &self,
         _request: Request<VerifyTrailRequest>,
     ) -> Result<Response<VerifyTrailResponse>, Status> {
-        let v = self.trail.verify().await.map_err(|e| unavailable(&e))?;
+        let mut v = self.trail.verify().await.map_err(|e| unavailable(&e))?;
+        // The read model remembers how far the chain went: a stream that ends before that lost
+        // records (deleted and recreated), although what it holds may chain well.
+        if v.broken.is_none() {
+            match sqlx::query_scalar::<_, Option<i64>>("SELECT max(chain_index) FROM audit_trail")
+                .fetch_one(&self.pool)
+                .await
+            {
+                Ok(Some(seen)) if u64::try_from(seen).unwrap_or(0) > v.last_index => {
+                    v.broken = Some(chain::Broken {
+                        index: v.last_index + 1,
+                        seq: 0,
+                        field: "missing",
+                        expected: format!("records up to index {seen}, as the read model saw"),
+                        found: format!("the stream ends at index {}", v.last_index),
+                    });
+                }
+                Ok(_) => {}
+                Err(e) => warn!(error = %e, "Verify could not compare with the read model"),
+            }
+        }
         if let Some(b) = &v.broken {
             warn!(
                 index = b.index,
