@@ -16,6 +16,7 @@ use tracing::{info, warn};
 
 use canopy_kit::health::{HealthServer, Readiness};
 use canopy_kit::proto::api::v1::{
+    audit_trail_service_server::{self, AuditTrailServiceServer},
     command_service_server::{self, CommandServiceServer},
     event_service_server::{self, EventServiceServer},
     findings_service_server::{self, FindingsServiceServer},
@@ -34,6 +35,7 @@ use crate::adapters::commands::{
     CommandControl, PgCommands,
     grpc::{CommandApi, ScheduleApi},
 };
+use crate::adapters::trail::{JetStreamTrail, TrailApi};
 use crate::adapters::{
     EventLog, ReadModel,
     grpc::{EventApi, FleetApi},
@@ -136,39 +138,64 @@ impl App {
         ));
 
         let incoming = TcpIncoming::from(self.listener).with_nodelay(Some(true));
+        let trail = Arc::new(JetStreamTrail::new(self.js.clone()));
+        let max = self.cfg.max_request_bytes;
         let mut server = tokio::spawn(
             Server::builder()
                 .trace_fn(request_span)
-                .layer(AuthLayer::new(self.verifier, Arc::new(())))
+                .layer(AuthLayer::new(self.verifier, trail.clone(), max))
                 .add_service(health_service)
                 .add_service(reflection)
-                .add_service(FleetServiceServer::new(FleetApi::new(read_model)))
-                .add_service(FindingsServiceServer::new(FindingsApi::new(
-                    PgAuditReadModel::new(self.pool.clone()),
-                )))
-                .add_service(PolicyServiceServer::new(PolicyApi::new(
-                    PgAuditReadModel::new(self.pool.clone()),
-                    JetStreamControl::new(self.js.clone()),
-                )))
+                .add_service(
+                    FleetServiceServer::new(FleetApi::new(read_model))
+                        .max_decoding_message_size(max),
+                )
+                .add_service(
+                    FindingsServiceServer::new(FindingsApi::new(PgAuditReadModel::new(
+                        self.pool.clone(),
+                    )))
+                    .max_decoding_message_size(max),
+                )
+                .add_service(
+                    PolicyServiceServer::new(PolicyApi::new(
+                        PgAuditReadModel::new(self.pool.clone()),
+                        JetStreamControl::new(self.js.clone()),
+                    ))
+                    .max_decoding_message_size(max),
+                )
                 .add_service(
                     canopy_kit::proto::api::v1::health_service_server::HealthServiceServer::new(
                         crate::adapters::health::HealthApi::new(self.pool.clone(), self.js.clone()),
-                    ),
+                    )
+                    .max_decoding_message_size(max),
                 )
-                .add_service(CommandServiceServer::new(CommandApi::new(
-                    PgCommands::new(self.pool.clone()),
-                    CommandControl::new(self.js.clone()),
-                    shutdown.clone(),
-                )))
-                .add_service(ScheduleServiceServer::new(ScheduleApi::new(
-                    PgCommands::new(self.pool.clone()),
-                    CommandControl::new(self.js.clone()),
-                )))
-                .add_service(EventServiceServer::new(EventApi::new(
-                    log,
-                    shutdown.clone(),
-                    self.cfg.watch_buffer,
-                )))
+                .add_service(
+                    CommandServiceServer::new(CommandApi::new(
+                        PgCommands::new(self.pool.clone()),
+                        CommandControl::new(self.js.clone()),
+                        shutdown.clone(),
+                    ))
+                    .max_decoding_message_size(max),
+                )
+                .add_service(
+                    ScheduleServiceServer::new(ScheduleApi::new(
+                        PgCommands::new(self.pool.clone()),
+                        CommandControl::new(self.js.clone()),
+                    ))
+                    .max_decoding_message_size(max),
+                )
+                .add_service(
+                    AuditTrailServiceServer::new(TrailApi::new(self.pool.clone(), trail))
+                        .max_decoding_message_size(max),
+                )
+                .add_service(
+                    EventServiceServer::new(EventApi::new(
+                        log,
+                        shutdown.clone(),
+                        self.cfg.watch_buffer,
+                    ))
+                    .max_decoding_message_size(max),
+                )
                 .serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned()),
         );
         info!(%addr, "serving gRPC");
@@ -253,6 +280,7 @@ async fn set_status(reporter: &HealthReporter, db: bool, nats: bool) {
         command_service_server::SERVICE_NAME,
         schedule_service_server::SERVICE_NAME,
         canopy_kit::proto::api::v1::health_service_server::SERVICE_NAME,
+        audit_trail_service_server::SERVICE_NAME,
     ] {
         reporter.set_service_status(name, status(db && nats)).await;
     }

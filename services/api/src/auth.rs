@@ -7,16 +7,21 @@
 //! scope-aware, whose handlers limit what they return or touch to the matching clusters.
 //! Refusals are `UNAUTHENTICATED` (no or bad token) or `PERMISSION_DENIED` (role or scope), with
 //! a fixed message that reveals nothing about the request's target.
+//!
+//! The same layer feeds the audit trail ([`Trail`]): every call to a method whose row says
+//! `mutating`, every refused call and every invalid one becomes one record (see [`AuthLayer`]
+//! for the order of checks and writes).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use canopy_auth::token::{Role, TokenClaims, TokenError, Verifier};
+use canopy_kit::proto::event::v1::ActionOutcome;
 use futures::future::BoxFuture;
 use tonic::Status;
 use tonic::codegen::http;
-use tracing::warn;
+use tracing::{error, warn};
 
 /// Who is calling: put into each request's extensions by [`AuthLayer`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,19 +53,39 @@ impl Identity {
 pub enum Access {
     /// No token needed (health checks for probes).
     Public,
-    /// At least this role; `scoped` when its handler applies cluster-label scopes.
-    Role { role: Role, scoped: bool },
+    /// At least this role; `scoped` when its handler applies cluster-label scopes; `mutating`
+    /// when the call changes something (the audit trail records every such call, whatever its
+    /// outcome, and it runs only while the trail can be written).
+    Role {
+        role: Role,
+        scoped: bool,
+        mutating: bool,
+    },
 }
 
 const fn role(role: Role) -> Access {
     Access::Role {
         role,
         scoped: false,
+        mutating: false,
     }
 }
 
 const fn scoped(role: Role) -> Access {
-    Access::Role { role, scoped: true }
+    Access::Role {
+        role,
+        scoped: true,
+        mutating: false,
+    }
+}
+
+/// A method that changes something: recorded on the audit trail whatever its outcome.
+const fn mutating(role: Role) -> Access {
+    Access::Role {
+        role,
+        scoped: false,
+        mutating: true,
+    }
 }
 
 /// Method → access. Anything not listed is denied. README "API authorization" shows it.
@@ -103,13 +128,16 @@ pub const METHODS: &[(&str, Access)] = &[
     ),
     (
         "/canopy.api.v1.PolicyService/GrantDerogation",
-        role(Role::Operator),
+        mutating(Role::Operator),
     ),
     (
         "/canopy.api.v1.PolicyService/RevokeDerogation",
-        role(Role::Operator),
+        mutating(Role::Operator),
     ),
-    ("/canopy.api.v1.PolicyService/SetPolicy", role(Role::Admin)),
+    (
+        "/canopy.api.v1.PolicyService/SetPolicy",
+        mutating(Role::Admin),
+    ),
     (
         "/canopy.api.v1.CommandService/GetCommand",
         role(Role::Viewer),
@@ -124,15 +152,15 @@ pub const METHODS: &[(&str, Access)] = &[
     ),
     (
         "/canopy.api.v1.CommandService/RunAudit",
-        role(Role::Operator),
+        mutating(Role::Operator),
     ),
     (
         "/canopy.api.v1.CommandService/RefreshInventory",
-        role(Role::Operator),
+        mutating(Role::Operator),
     ),
     (
         "/canopy.api.v1.CommandService/CheckLiveness",
-        role(Role::Operator),
+        mutating(Role::Operator),
     ),
     (
         "/canopy.api.v1.ScheduleService/ListSchedules",
@@ -140,11 +168,11 @@ pub const METHODS: &[(&str, Access)] = &[
     ),
     (
         "/canopy.api.v1.ScheduleService/CreateSchedule",
-        role(Role::Operator),
+        mutating(Role::Operator),
     ),
     (
         "/canopy.api.v1.ScheduleService/DeleteSchedule",
-        role(Role::Operator),
+        mutating(Role::Operator),
     ),
     (
         "/canopy.api.v1.HealthService/GetFleetHealth",
@@ -164,17 +192,24 @@ pub const METHODS: &[(&str, Access)] = &[
     ),
     (
         "/canopy.api.v1.HealthService/ApproveRemediation",
-        role(Role::Operator),
+        mutating(Role::Operator),
     ),
     (
         "/canopy.api.v1.HealthService/RejectRemediation",
-        role(Role::Operator),
+        mutating(Role::Operator),
     ),
+    ("/canopy.api.v1.AuditTrailService/List", role(Role::Admin)),
+    ("/canopy.api.v1.AuditTrailService/Verify", role(Role::Admin)),
 ];
 
 /// The access rule of `method`, if it has one.
 pub fn access(method: &str) -> Option<Access> {
     METHODS.iter().find(|(m, _)| *m == method).map(|(_, a)| *a)
+}
+
+/// Whether `method` changes something (its row says `mutating`).
+pub fn is_mutating(method: &str) -> bool {
+    matches!(access(method), Some(Access::Role { mutating: true, .. }))
 }
 
 /// Fixed, non-revealing refusal messages.
@@ -230,7 +265,7 @@ pub fn authorize(
     match rule {
         None => Err(deny(format!("unknown method {method}"), identity)),
         Some(Access::Public) => Ok(Some(identity)),
-        Some(Access::Role { role, scoped }) => {
+        Some(Access::Role { role, scoped, .. }) => {
             if identity.role < role {
                 return Err(deny(
                     format!("{} needs role {}", method, role.as_str()),
@@ -248,28 +283,71 @@ pub fn authorize(
     }
 }
 
-/// Called for every refused call (the audit trail records them).
-pub trait OnRefusal: Send + Sync + 'static {
-    fn refused(&self, method: &str, refusal: &Refusal, request_digest: String);
+/// What the audit trail records of one call (the layer fills it in).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Action {
+    /// The token's subject, or `anonymous`.
+    pub actor: String,
+    pub roles: Vec<String>,
+    /// The full gRPC method.
+    pub method: String,
+    /// What the call was about (cluster id, command id, ...), when the request names it.
+    pub target: String,
+    pub outcome: ActionOutcome,
+    pub detail: String,
+    /// Hex SHA-256 of the request message (empty when the request was not read).
+    pub request_digest: String,
 }
 
-impl OnRefusal for () {
-    fn refused(&self, _method: &str, _refusal: &Refusal, _request_digest: String) {}
+/// The audit trail, as the layer uses it.
+pub trait Trail: Send + Sync + 'static {
+    /// Succeeds when the trail can be written now; a mutating call runs only after this.
+    fn ready(&self) -> BoxFuture<'_, Result<(), String>>;
+    /// Appends one record.
+    fn record(&self, action: Action) -> BoxFuture<'_, Result<(), String>>;
 }
 
-/// The tower layer that runs [`authorize`] before every call.
+/// No trail (unit tests of the layer).
+impl Trail for () {
+    fn ready(&self) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async { Ok(()) })
+    }
+    fn record(&self, _action: Action) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async { Ok(()) })
+    }
+}
+
+/// The message the caller gets when a mutating call is refused because the trail cannot be
+/// written.
+pub const TRAIL_UNAVAILABLE_MESSAGE: &str =
+    "the audit trail cannot be written: nothing was changed; retry later";
+
+/// The tower layer that runs [`authorize`] before every call and records on the audit trail
+/// every mutating call (whatever its outcome), every refused call and every invalid one.
+///
+/// Order for a mutating call: authorize; read the request (at most `max_request_bytes`);
+/// check that the trail can be written (read its last record) and refuse with `UNAVAILABLE`,
+/// before the handler runs, when it cannot; run the handler; append the record with the
+/// handler's outcome before the reply leaves. Should that append still fail (NATS lost between
+/// the two), the reply is `UNAVAILABLE` and the error log holds the whole record.
 #[derive(Clone)]
 pub struct AuthLayer {
     /// `None`: authentication is off (`--insecure-no-auth`), every call passes.
     verifier: Option<Arc<Verifier>>,
-    on_refusal: Arc<dyn OnRefusal>,
+    trail: Arc<dyn Trail>,
+    max_request_bytes: usize,
 }
 
 impl AuthLayer {
-    pub fn new(verifier: Option<Verifier>, on_refusal: Arc<dyn OnRefusal>) -> Self {
+    pub fn new(
+        verifier: Option<Verifier>,
+        trail: Arc<dyn Trail>,
+        max_request_bytes: usize,
+    ) -> Self {
         Self {
             verifier: verifier.map(Arc::new),
-            on_refusal,
+            trail,
+            max_request_bytes,
         }
     }
 }
@@ -291,13 +369,58 @@ pub struct AuthService<S> {
     layer: AuthLayer,
 }
 
-impl<S, B> tower_service::Service<http::Request<B>> for AuthService<S>
+/// How a call ended, from its status.
+pub fn outcome_of(code: tonic::Code) -> ActionOutcome {
+    match code {
+        tonic::Code::Ok => ActionOutcome::Succeeded,
+        tonic::Code::Unauthenticated | tonic::Code::PermissionDenied => ActionOutcome::Denied,
+        tonic::Code::InvalidArgument | tonic::Code::OutOfRange | tonic::Code::ResourceExhausted => {
+            ActionOutcome::Invalid
+        }
+        _ => ActionOutcome::Failed,
+    }
+}
+
+enum ReadError {
+    TooLarge,
+    Broken(String),
+}
+
+/// Reads a whole request body of at most `limit` bytes.
+async fn read_body(body: tonic::body::Body, limit: usize) -> Result<bytes::Bytes, ReadError> {
+    use http_body_util::BodyExt as _;
+    match http_body_util::Limited::new(body, limit).collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ReadError::TooLarge),
+        Err(e) => Err(ReadError::Broken(e.to_string())),
+    }
+}
+
+/// The messages of a gRPC body (5-byte frame headers removed); the raw bytes when it is not
+/// framed.
+fn messages(body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(body.len());
+    let mut rest = body;
+    while rest.len() >= 5 {
+        let len = u32::from_be_bytes([rest[1], rest[2], rest[3], rest[4]]) as usize;
+        let Some(msg) = rest.get(5..5 + len) else {
+            return body.to_vec();
+        };
+        out.extend_from_slice(msg);
+        rest = &rest[5 + len..];
+    }
+    if rest.is_empty() { out } else { body.to_vec() }
+}
+
+impl<S> tower_service::Service<http::Request<tonic::body::Body>> for AuthService<S>
 where
-    S: tower_service::Service<http::Request<B>, Response = http::Response<tonic::body::Body>>
+    S: tower_service::Service<
+            http::Request<tonic::body::Body>,
+            Response = http::Response<tonic::body::Body>,
+        > + Clone
         + Send
         + 'static,
     S::Future: Send + 'static,
-    B: Send + 'static,
 {
     type Response = http::Response<tonic::body::Body>;
     type Error = S::Error;
@@ -307,50 +430,125 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
-        let Some(verifier) = self.layer.verifier.clone() else {
-            return Box::pin(self.inner.call(req));
-        };
+    fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
         let method = req.uri().path().to_owned();
-        let header = req
-            .headers()
-            .get(http::header::AUTHORIZATION)
-            .map(|v| v.as_bytes().to_vec());
-        match authorize(&verifier, &method, header.as_deref()) {
-            Ok(identity) => {
-                if let Some(identity) = identity {
-                    req.extensions_mut().insert(identity);
-                }
-                Box::pin(self.inner.call(req))
-            }
-            Err(refusal) => {
-                warn!(
-                    %method,
-                    reason = %refusal.reason,
-                    actor = refusal.identity.as_ref().map_or("anonymous", |i| i.subject.as_str()),
-                    "call refused"
-                );
-                metrics::counter!("canopy_api_refused_calls_total", "code" => format!("{:?}", refusal.status)).increment(1);
-                // The body is not read: the digest covers the method and the caller only.
-                let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(
-                    format!(
-                        "{method}\n{}",
-                        refusal
-                            .identity
-                            .as_ref()
-                            .map_or("anonymous", |i| i.subject.as_str())
-                    )
-                    .as_bytes(),
-                ));
-                self.layer.on_refusal.refused(&method, &refusal, digest);
-                let message = match refusal.status {
-                    tonic::Code::Unauthenticated => UNAUTHENTICATED_MESSAGE,
-                    _ => DENIED_MESSAGE,
-                };
-                let response = Status::new(refusal.status, message).into_http();
-                Box::pin(async move { Ok(response) })
-            }
+        if access(&method) == Some(Access::Public) {
+            return Box::pin(self.inner.call(req));
         }
+        // The ready inner service goes into the future; a clone stays for the next call.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let layer = self.layer.clone();
+        Box::pin(async move {
+            let authorized = match &layer.verifier {
+                None => Ok(None),
+                Some(verifier) => {
+                    let header = req.headers().get(http::header::AUTHORIZATION);
+                    authorize(verifier, &method, header.map(http::HeaderValue::as_bytes))
+                }
+            };
+            let identity = match &authorized {
+                Ok(i) => i.clone(),
+                Err(r) => r.identity.clone(),
+            };
+            let mut action = Action {
+                actor: identity
+                    .as_ref()
+                    .map_or_else(|| "anonymous".to_owned(), |i| i.subject.clone()),
+                roles: identity
+                    .as_ref()
+                    .map(|i| vec![i.role.as_str().to_owned()])
+                    .unwrap_or_default(),
+                method: method.clone(),
+                target: String::new(),
+                outcome: ActionOutcome::Succeeded,
+                detail: String::new(),
+                request_digest: String::new(),
+            };
+            // Single-message requests are read whole (bounded) for the digest and the target.
+            let (mut parts, body) = req.into_parts();
+            let body = if crate::target::single_request(&method) {
+                match read_body(body, layer.max_request_bytes.saturating_add(5)).await {
+                    Ok(bytes) => {
+                        let message = messages(&bytes);
+                        action.request_digest = crate::domain::trail::digest(&message);
+                        action.target = crate::target::of(&method, &message);
+                        tonic::body::Body::new(http_body_util::Full::new(bytes))
+                    }
+                    Err(e) => {
+                        let status = match e {
+                            ReadError::TooLarge => Status::resource_exhausted(format!(
+                                "the request is larger than the limit of {} bytes",
+                                layer.max_request_bytes
+                            )),
+                            ReadError::Broken(e) => Status::invalid_argument(format!(
+                                "the request could not be read: {e}"
+                            )),
+                        };
+                        action.outcome = ActionOutcome::Invalid;
+                        action.detail = status.message().to_owned();
+                        if let Err(e) = layer.trail.record(action).await {
+                            error!(%method, error = %e, "a refused request could not be recorded on the audit trail");
+                        }
+                        return Ok(status.into_http());
+                    }
+                }
+            } else {
+                body
+            };
+            let identity = match authorized {
+                Ok(identity) => identity,
+                Err(refusal) => {
+                    warn!(%method, reason = %refusal.reason, actor = %action.actor, "call refused");
+                    metrics::counter!("canopy_api_refused_calls_total", "code" => format!("{:?}", refusal.status)).increment(1);
+                    action.outcome = ActionOutcome::Denied;
+                    action.detail = refusal.reason;
+                    if let Err(e) = layer.trail.record(action).await {
+                        error!(%method, error = %e, "a refused call could not be recorded on the audit trail");
+                    }
+                    let message = match refusal.status {
+                        tonic::Code::Unauthenticated => UNAUTHENTICATED_MESSAGE,
+                        _ => DENIED_MESSAGE,
+                    };
+                    return Ok(Status::new(refusal.status, message).into_http());
+                }
+            };
+            let mutating = is_mutating(&method);
+            if mutating && let Err(e) = layer.trail.ready().await {
+                error!(%method, actor = %action.actor, error = %e, "the audit trail cannot be written: refusing a change");
+                metrics::counter!("canopy_api_trail_unavailable_total").increment(1);
+                return Ok(Status::unavailable(TRAIL_UNAVAILABLE_MESSAGE).into_http());
+            }
+            if let Some(identity) = identity {
+                parts.extensions.insert(identity);
+            }
+            let response = inner.call(http::Request::from_parts(parts, body)).await?;
+            let status = Status::from_header_map(response.headers());
+            let code = status.as_ref().map_or(tonic::Code::Ok, Status::code);
+            action.outcome = outcome_of(code);
+            if !mutating
+                && !matches!(
+                    action.outcome,
+                    ActionOutcome::Denied | ActionOutcome::Invalid
+                )
+            {
+                return Ok(response);
+            }
+            if let Some(status) = &status {
+                action.detail = status.message().chars().take(1024).collect();
+            }
+            if let Err(e) = layer.trail.record(action.clone()).await {
+                error!(?action, error = %e, "a call could not be recorded on the audit trail");
+                metrics::counter!("canopy_api_trail_unrecorded_total").increment(1);
+                if mutating {
+                    return Ok(Status::unavailable(
+                        "the audit trail could not record this call; it may have taken effect: check before retrying",
+                    )
+                    .into_http());
+                }
+            }
+            Ok(response)
+        })
     }
 }
 

@@ -34,6 +34,10 @@ pub struct Config {
     /// How long in-flight calls may take to finish on shutdown.
     #[arg(long, env = "CANOPY_API_DRAIN_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub drain_timeout: Duration,
+    /// Largest request message accepted, in bytes; larger ones are refused with
+    /// RESOURCE_EXHAUSTED before any handler runs.
+    #[arg(long, env = "CANOPY_API_MAX_REQUEST_BYTES", default_value_t = DEFAULT_MAX_REQUEST_BYTES)]
+    pub max_request_bytes: usize,
     /// Token key file (JSON: issuer, audience, keys; see `canopy_auth::token`): every call
     /// but health checks needs a valid bearer token and the role of its method.
     #[arg(long, env = "CANOPY_API_AUTH_KEYS")]
@@ -50,6 +54,9 @@ pub struct Config {
     pub telemetry: TelemetryArgs,
 }
 
+/// 1 MiB: far above any legitimate request (a policy, a command, a filter).
+pub const DEFAULT_MAX_REQUEST_BYTES: usize = 1024 * 1024;
+
 impl Config {
     /// Defaults for running in-process (tests, embedding): gRPC and HTTP on free loopback
     /// ports, no environment variables read, no authentication (set `auth_keys` and clear
@@ -63,6 +70,7 @@ impl Config {
             watch_buffer: 256,
             health_interval: Duration::from_secs(5),
             drain_timeout: Duration::from_secs(10),
+            max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
             auth_keys: None,
             insecure_no_auth: true,
             nats,

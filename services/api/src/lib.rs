@@ -7,5 +7,6 @@ mod app;
 pub mod auth;
 pub mod config;
 pub mod domain;
+mod target;
 
 pub use app::{App, run};

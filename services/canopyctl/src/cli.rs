@@ -93,6 +93,9 @@ pub enum Command {
     /// Commands fired on a cron schedule.
     #[command(subcommand)]
     Schedules(crate::cli_commands::SchedulesCommand),
+    /// The audit trail of the API (admins): `list` what was recorded, `verify` its hash chain.
+    #[command(subcommand)]
+    Trail(crate::commands::trail::TrailCommand),
     /// Audit Kubernetes manifests offline (files, directories, `-` for stdin), e.g. in CI.
     /// Exits 1 when a finding reaches --fail-on, 2 on unreadable input.
     Audit(canopy_audit::cli::AuditArgs),

@@ -41,6 +41,11 @@ pub const SOURCES: &[Source] = &[
         plane: Plane::Ctl,
         consumer_suffix: "-control",
     },
+    Source {
+        stream: streams::AUDIT_TRAIL,
+        plane: Plane::Audit,
+        consumer_suffix: "-trail",
+    },
 ];
 
 /// A connected, bound, not yet running ingestion.
@@ -75,6 +80,7 @@ impl App {
         for stream in [
             streams::fleet_events(),
             streams::control(),
+            streams::audit_trail(),
             streams::dead_letter(),
         ] {
             streams::ensure(&js, &stream).await?;

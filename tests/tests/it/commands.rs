@@ -665,7 +665,7 @@ async fn schedules_fire_every_tick_once_across_a_cnc_restart() -> anyhow::Result
     let mut schedules = ScheduleServiceClient::connect(stack.api_url()).await?;
     let s = schedules
         .create_schedule(api::CreateScheduleRequest {
-            name: "fast audit".into(),
+            name: "fast-audit".into(),
             cron: format!("*/{EVERY} * * * * *"),
             time_zone: "Europe/Paris".into(),
             kind: canopy_proto::event::v1::CommandKind::RunAudit as i32,

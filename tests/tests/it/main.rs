@@ -8,3 +8,4 @@ mod health;
 mod interconnect;
 mod isolation;
 mod mesh;
+mod trail;

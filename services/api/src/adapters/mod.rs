@@ -20,6 +20,7 @@ pub mod memory;
 pub mod postgres;
 pub mod proto;
 pub mod status;
+pub mod trail;
 
 pub use jetstream::EventLogError;
 pub use postgres::ReadModelError;

@@ -20,14 +20,14 @@ use crate::stack::Stack;
 
 const HOUR: Duration = Duration::from_secs(3600);
 
-struct Auth {
-    stack: Stack,
-    keys: TokenConfig,
+pub struct Auth {
+    pub stack: Stack,
+    pub keys: TokenConfig,
     _dir: tempfile::TempDir,
 }
 
 /// A stack whose api trusts two keys (rotation): `k1` and `k2`.
-async fn auth_stack() -> anyhow::Result<Auth> {
+pub async fn auth_stack() -> anyhow::Result<Auth> {
     let dir = tempfile::tempdir()?;
     let mut keys = TokenConfig::generate_hs256("canopy", "canopy-api", "k1");
     keys.keys
@@ -42,7 +42,7 @@ async fn auth_stack() -> anyhow::Result<Auth> {
     })
 }
 
-fn token(keys: &TokenConfig, role: Role, scope: &[(&str, &str)]) -> String {
+pub fn token(keys: &TokenConfig, role: Role, scope: &[(&str, &str)]) -> String {
     let scope: BTreeMap<String, String> = scope
         .iter()
         .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
@@ -50,14 +50,14 @@ fn token(keys: &TokenConfig, role: Role, scope: &[(&str, &str)]) -> String {
     issue(keys, None, "alice", role, scope, HOUR).unwrap()
 }
 
-fn with_header<T>(msg: T, value: &str) -> tonic::Request<T> {
+pub fn with_header<T>(msg: T, value: &str) -> tonic::Request<T> {
     let mut r = tonic::Request::new(msg);
     r.metadata_mut()
         .insert("authorization", MetadataValue::try_from(value).unwrap());
     r
 }
 
-fn bearer<T>(msg: T, token: &str) -> tonic::Request<T> {
+pub fn bearer<T>(msg: T, token: &str) -> tonic::Request<T> {
     with_header(msg, &format!("Bearer {token}"))
 }
 
@@ -69,7 +69,7 @@ fn list() -> ListClustersRequest {
 }
 
 /// A JWT with the given header and claims, signed with HS256 under `secret` (or unsigned).
-fn raw_jwt(header: &str, claims: &serde_json::Value, secret: Option<&str>) -> String {
+pub fn raw_jwt(header: &str, claims: &serde_json::Value, secret: Option<&str>) -> String {
     let input = format!(
         "{}.{}",
         BASE64URL_NOPAD.encode(header.as_bytes()),
@@ -87,7 +87,7 @@ fn raw_jwt(header: &str, claims: &serde_json::Value, secret: Option<&str>) -> St
     format!("{input}.{sig}")
 }
 
-fn claims(iss: &str, aud: &str, nbf_offset: i64, exp_offset: i64) -> serde_json::Value {
+pub fn claims(iss: &str, aud: &str, nbf_offset: i64, exp_offset: i64) -> serde_json::Value {
     let now = chrono::Utc::now().timestamp();
     serde_json::json!({
         "sub": "mallory", "iss": iss, "aud": aud, "iat": now,
@@ -116,17 +116,11 @@ async fn seeded(a: &Auth) -> anyhow::Result<Channel> {
     a.stack.channel().await
 }
 
-#[tokio::test]
-async fn missing_and_bad_tokens_are_unauthenticated_and_reveal_nothing() -> anyhow::Result<()> {
-    let a = auth_stack().await?;
-    let channel = seeded(&a).await?;
-    let mut fleet = FleetServiceClient::new(channel);
-    let secret = a.keys.keys[0].secret.clone().unwrap_or_default();
+/// Authorization headers the api must refuse as UNAUTHENTICATED, with what is wrong.
+pub fn bad_headers(keys: &TokenConfig) -> Vec<(&'static str, Option<String>)> {
+    let secret = keys.keys[0].secret.clone().unwrap_or_default();
     let other = TokenConfig::generate_hs256("canopy", "canopy-api", "k1");
-    let mut expired_keys = a.keys.clone();
-    expired_keys.keys.truncate(1);
-
-    let cases: Vec<(&str, Option<String>)> = vec![
+    vec![
         ("no header", None),
         ("not a bearer", Some("Basic YWxpY2U6c2VjcmV0".into())),
         ("malformed", Some("Bearer not.a.jwt".into())),
@@ -194,7 +188,15 @@ async fn missing_and_bad_tokens_are_unauthenticated_and_reveal_nothing() -> anyh
             "oversized",
             Some(format!("Bearer {}", "a".repeat(9 * 1024))),
         ),
-    ];
+    ]
+}
+
+#[tokio::test]
+async fn missing_and_bad_tokens_are_unauthenticated_and_reveal_nothing() -> anyhow::Result<()> {
+    let a = auth_stack().await?;
+    let channel = seeded(&a).await?;
+    let mut fleet = FleetServiceClient::new(channel);
+    let cases = bad_headers(&a.keys);
     for (what, header) in cases {
         let request = match &header {
             Some(h) => with_header(list(), h),

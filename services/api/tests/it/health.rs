@@ -25,6 +25,7 @@ const POLICY: &str = "canopy.api.v1.PolicyService";
 const COMMANDS: &str = "canopy.api.v1.CommandService";
 const SCHEDULES: &str = "canopy.api.v1.ScheduleService";
 const HEALTH: &str = "canopy.api.v1.HealthService";
+const TRAIL: &str = "canopy.api.v1.AuditTrailService";
 
 async fn status(channel: &Channel, service: &str) -> anyhow::Result<ServingStatus> {
     let response = HealthClient::new(channel.clone())
@@ -41,7 +42,7 @@ async fn serves_health_and_reflection() -> anyhow::Result<()> {
     let stack = Stack::start().await?;
     let channel = stack.channel().await?;
     for service in [
-        "", FLEET, EVENTS, FINDINGS, POLICY, COMMANDS, SCHEDULES, HEALTH,
+        "", FLEET, EVENTS, FINDINGS, POLICY, COMMANDS, SCHEDULES, HEALTH, TRAIL,
     ] {
         assert_eventually!(
             WAIT,
@@ -67,6 +68,7 @@ async fn serves_health_and_reflection() -> anyhow::Result<()> {
     assert_eq!(
         names,
         [
+            TRAIL,
             COMMANDS,
             EVENTS,
             FINDINGS,

@@ -9,3 +9,4 @@ mod events;
 mod fleet;
 mod health;
 mod stack;
+mod trail;

@@ -10,6 +10,7 @@ pub mod health;
 pub mod nats;
 pub mod policy;
 pub mod token;
+pub mod trail;
 
 use crate::cli::{Cli, Command};
 use crate::error::CliError;
@@ -38,6 +39,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Run(cmd) => cmd::run(&ctx, cmd).await,
         Command::Commands(cmd) => cmd::commands(&ctx, cmd).await,
         Command::Schedules(cmd) => cmd::schedules(&ctx, cmd).await,
+        Command::Trail(cmd) => trail::run(&ctx, cmd).await,
         Command::Audit(args) => {
             let code = canopy_audit::cli::run(
                 &args,

@@ -12,9 +12,12 @@ use crate::domain::{self, AgentRow, InventoryOp, InventoryRow, Plan};
 mod audit;
 mod commands;
 mod health;
+mod trail;
 
 /// Every read-model table, children first: `rebuild` empties them all (add new tables here).
 pub const READ_MODELS: &[&str] = &[
+    // trail::TABLES
+    "audit_trail",
     // commands::TABLES
     "command_runs",
     "commands",
@@ -112,6 +115,7 @@ pub async fn apply(tx: &mut Transaction<'_, Postgres>, plan: Plan) -> anyhow::Re
     audit::apply_policy(tx, plan.policy).await?;
     health::apply(tx, plan.health).await?;
     commands::apply(tx, plan.commands).await?;
+    trail::apply(tx, plan.trail).await?;
     apply_inventory(tx, plan.inventory).await
 }
 
@@ -510,6 +514,7 @@ mod tests {
             .iter()
             .chain(super::health::TABLES)
             .chain(super::commands::TABLES)
+            .chain(super::trail::TABLES)
         {
             assert!(
                 super::READ_MODELS.contains(t),

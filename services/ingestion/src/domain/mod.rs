@@ -12,6 +12,7 @@ use canopy_kit::proto::event::v1::{
 pub mod audit;
 pub mod commands;
 pub mod health;
+pub mod trail;
 use audit::{AuditOp, PolicyOp};
 use commands::CommandOp;
 use health::HealthOp;
@@ -88,6 +89,8 @@ pub struct Plan {
     pub health: Vec<HealthOp>,
     /// Command and schedule events, in stream order.
     pub commands: Vec<CommandOp>,
+    /// Audit-trail records (AUDIT_TRAIL), in stream order.
+    pub trail: Vec<trail::TrailRow>,
     pub last_seq: u64,
 }
 
@@ -218,6 +221,11 @@ pub fn plan(events: Vec<Event>) -> Plan {
                     requested,
                 });
             }
+            Body::ActionRecorded(record) => plan.trail.push(trail::TrailRow {
+                seq: e.seq,
+                at: e.occurred_at,
+                record,
+            }),
             // Events no read model projects (yet): applied as no-ops, checkpoint moves on.
             _ => {}
         }

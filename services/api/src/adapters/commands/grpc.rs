@@ -503,6 +503,11 @@ impl ScheduleService for ScheduleApi {
         if r.name.is_empty() {
             return Err(invalid("name", "a name is required").into());
         }
+        // Names are one token: no subject wildcards, separators or spaces.
+        canopy_kit::subject::check_token("name", &r.name).map_err(|e| CommandError::Invalid {
+            field: "name",
+            reason: e.to_string(),
+        })?;
         rules::cron_spec(&r.cron, &r.time_zone)?;
         rules::check_target(r.target.as_ref())?;
         let kind = CommandKind::try_from(r.kind).unwrap_or(CommandKind::Unspecified);
