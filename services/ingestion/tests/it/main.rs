@@ -4,3 +4,4 @@
 mod audits;
 mod common;
 mod projection;
+mod remediations;
