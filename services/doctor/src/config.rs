@@ -30,7 +30,8 @@ pub struct Config {
     pub tick: Duration,
     /// Policy per playbook, `playbook=off|propose|auto` (repeatable or comma-separated);
     /// playbooks: rollout-restart, delete-pod, cordon-node, scale, rerun-audit,
-    /// refresh-inventory. Unnamed playbooks propose.
+    /// refresh-inventory. Unnamed playbooks propose, except rerun-audit and refresh-inventory
+    /// (they only read the cluster), which are auto.
     #[arg(long = "playbook", env = "CANOPY_DOCTOR_PLAYBOOKS", value_delimiter = ',', value_parser = parse_policy)]
     pub playbooks: Vec<(Playbook, Policy)>,
     /// Remediations per cluster per rolling hour (approved, or proposed and pending).
@@ -49,6 +50,14 @@ pub struct Config {
         default_value_t = 90
     )]
     pub saturated_cpu_percent: u64,
+    /// A cluster whose last full audit completed longer ago than this (while its heartbeats
+    /// arrive) is diagnosed `audit-stale` (playbook rerun-audit).
+    #[arg(long, env = "CANOPY_DOCTOR_AUDIT_MAX_AGE", default_value = "1h", value_parser = positive_duration)]
+    pub audit_max_age: Duration,
+    /// A cluster whose last complete inventory snapshot is older than this is diagnosed
+    /// `inventory-stale` (playbook refresh-inventory).
+    #[arg(long, env = "CANOPY_DOCTOR_INVENTORY_MAX_AGE", default_value = "30m", value_parser = positive_duration)]
+    pub inventory_max_age: Duration,
     /// Deadline of a remediation command.
     #[arg(long, env = "CANOPY_DOCTOR_COMMAND_DEADLINE", default_value = "10m", value_parser = humantime::parse_duration)]
     pub command_deadline: Duration,
@@ -69,6 +78,14 @@ fn parse_policy(s: &str) -> Result<(Playbook, Policy), String> {
     Ok((playbook, policy))
 }
 
+fn positive_duration(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| e.to_string())?;
+    if d.is_zero() {
+        return Err("must be more than 0".to_owned());
+    }
+    Ok(d)
+}
+
 fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
@@ -78,7 +95,7 @@ impl Config {
     pub fn settings(&self) -> Settings {
         let mut policies: BTreeMap<Playbook, Policy> = Playbook::ALL
             .into_iter()
-            .map(|p| (p, Policy::Propose))
+            .map(|p| (p, p.default_policy()))
             .collect();
         policies.extend(self.playbooks.iter().copied());
         Settings {
@@ -88,6 +105,8 @@ impl Config {
             rules: RuleSettings {
                 saturated_cpu_percent: self.saturated_cpu_percent,
                 scale_max_replicas: self.scale_max_replicas,
+                audit_max_age_ms: millis(self.audit_max_age),
+                inventory_max_age_ms: millis(self.inventory_max_age),
                 ..RuleSettings::default()
             },
             policies,
@@ -116,6 +135,22 @@ mod tests {
         assert_eq!(s.policies[&Playbook::RolloutRestart], Policy::Auto);
         assert_eq!(s.policies[&Playbook::CordonNode], Policy::Off);
         assert_eq!(s.policies[&Playbook::Scale], Policy::Propose);
+        assert_eq!(s.policies[&Playbook::RerunAudit], Policy::Auto);
+        assert_eq!(s.policies[&Playbook::RefreshInventory], Policy::Auto);
+        assert_eq!(s.rules.audit_max_age_ms, 3_600_000);
+        assert_eq!(s.rules.inventory_max_age_ms, 1_800_000);
+        let off = Config::try_parse_from([
+            "canopy-doctor",
+            "--playbook",
+            "rerun-audit=off",
+            "--audit-max-age",
+            "90s",
+        ])
+        .unwrap()
+        .settings();
+        assert_eq!(off.policies[&Playbook::RerunAudit], Policy::Off);
+        assert_eq!(off.rules.audit_max_age_ms, 90_000);
+        assert!(Config::try_parse_from(["canopy-doctor", "--inventory-max-age", "0s"]).is_err());
         assert_eq!(s.recovery_hold_ms, 20_000);
         for bad in ["restart=auto", "scale=sometimes", "scale"] {
             assert!(Config::try_parse_from(["canopy-doctor", "--playbook", bad]).is_err());

@@ -1,9 +1,10 @@
 //! doctor: follows heartbeats, health reports and link events, judges each cluster's health,
 //! raises and clears diagnoses, and proposes (or, where allowed, carries out) remediations.
 //!
-//! The state is rebuilt from the log on start: the newest heartbeat, start and health report of
-//! every cluster from FLEET_EVENTS (last per subject), and every link event and every decision of
-//! its own from CONTROL. Only once both are read up to their end does the doctor decide
+//! The state is rebuilt from the log on start: the newest heartbeat, start, health report and
+//! inventory chunk of every cluster from FLEET_EVENTS (last per subject), the audits completed
+//! and the commands failed within the freshness look-back (FLEET_EVENTS by start time), and
+//! every link event and every decision of its own from CONTROL. Only once both are read up to their end does the doctor decide
 //! anything; decisions carry ids derived from the log, so what a previous instance published is
 //! neither repeated nor (thanks to `Nats-Msg-Id`) stored twice.
 #![forbid(unsafe_code)]
@@ -21,7 +22,7 @@ use tracing::{info, warn};
 
 use canopy_kit::envelope;
 use canopy_kit::health::HealthServer;
-use canopy_kit::proto::event::v1::Envelope;
+use canopy_kit::proto::event::v1::{Envelope, InventorySnapshot, envelope::Body};
 use canopy_kit::streams;
 
 pub mod config;
@@ -31,10 +32,17 @@ use config::Config;
 use domain::{Decision, Fleet};
 
 /// What the doctor reads of FLEET_EVENTS (the newest of each, per cluster).
-pub const FLEET_SUBJECTS: [&str; 3] = [
+pub const FLEET_SUBJECTS: [&str; 4] = [
     "canopy.evt.*.agent.heartbeat",
     "canopy.evt.*.agent.started",
     "canopy.evt.*.health.reported",
+    "canopy.evt.*.inventory.snapshot",
+];
+/// What the doctor reads of FLEET_EVENTS from the freshness look-back on (all of it): when
+/// audits completed and which audit and inventory commands failed.
+pub const FACT_SUBJECTS: [&str; 2] = [
+    "canopy.evt.*.audit.completed",
+    "canopy.evt.*.command.failed",
 ];
 /// What the doctor reads of CONTROL (all of it): link events and its own decisions, approvals,
 /// rejections and the commands of remediations.
@@ -120,14 +128,79 @@ async fn open(
     Ok((messages, pending > 0))
 }
 
+/// How far back the doctor reads audits and failed commands: twice the larger freshness age, so
+/// that a rebuilt doctor knows at least what any open freshness diagnosis was raised on.
+fn look_back(cfg: &Config) -> Duration {
+    2 * cfg.audit_max_age.max(cfg.inventory_max_age)
+}
+
+/// An inventory chunk's envelope without its objects (prost skips them unread): the doctor only
+/// needs to know when a snapshot completed, and chunks are the largest events of the fleet.
+#[derive(Clone, PartialEq, prost::Message)]
+struct ChunkEnvelope {
+    #[prost(string, tag = "1")]
+    event_id: String,
+    #[prost(string, tag = "2")]
+    cluster_id: String,
+    #[prost(message, optional, tag = "3")]
+    occurred_at: Option<prost_types::Timestamp>,
+    #[prost(message, optional, tag = "22")]
+    inventory_snapshot: Option<ChunkHead>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct ChunkHead {
+    #[prost(string, tag = "1")]
+    snapshot_id: String,
+    #[prost(uint32, tag = "2")]
+    chunk_index: u32,
+    #[prost(bool, tag = "3")]
+    last_chunk: bool,
+    #[prost(uint64, tag = "4")]
+    total_objects: u64,
+}
+
+/// The head of an inventory chunk as a body; `None` when it is not one of `subject`'s cluster.
+fn chunk_head(
+    subject: &str,
+    payload: &[u8],
+) -> Option<(String, prost_types::Timestamp, String, Body)> {
+    use prost::Message as _;
+    let env = ChunkEnvelope::decode(payload).ok()?;
+    let head = env.inventory_snapshot?;
+    (subject.split('.').nth(2) == Some(env.cluster_id.as_str())).then_some(())?;
+    Some((
+        env.cluster_id,
+        env.occurred_at?,
+        env.event_id,
+        Body::InventorySnapshot(InventorySnapshot {
+            snapshot_id: head.snapshot_id,
+            chunk_index: head.chunk_index,
+            last_chunk: head.last_chunk,
+            total_objects: head.total_objects,
+            objects: Vec::new(),
+        }),
+    ))
+}
+
+fn millis_of(at: &prost_types::Timestamp) -> i64 {
+    at.seconds * 1000 + i64::from(at.nanos / 1_000_000)
+}
+
 /// Folds one message; true when it was the last one pending at delivery.
 fn fold(fleet: &mut Fleet, m: &jetstream::Message) -> bool {
     let pending = m.info().map(|i| i.pending).unwrap_or(0);
+    if m.subject.ends_with(".inventory.snapshot") {
+        match chunk_head(&m.subject, &m.payload) {
+            Some((cluster, at, id, body)) => fleet.apply(&cluster, millis_of(&at), &id, &body),
+            None => warn!(subject = %m.subject, "skipping an undecodable inventory chunk"),
+        }
+        return pending == 0;
+    }
     match envelope::decode(&m.subject, &m.payload) {
         Ok(env) => {
             if let (Some(body), Some(at)) = (&env.body, env.occurred_at) {
-                let at_ms = at.seconds * 1000 + i64::from(at.nanos / 1_000_000);
-                fleet.apply(&env.cluster_id, at_ms, &env.event_id, body);
+                fleet.apply(&env.cluster_id, millis_of(&at), &env.event_id, body);
             }
         }
         // Ingestion dead-letters these; the doctor only skips them.
@@ -154,6 +227,17 @@ async fn follow(
         DeliverPolicy::LastPerSubject,
     )
     .await?;
+    let from = chrono::Utc::now() - chrono::Duration::from_std(look_back(cfg))?;
+    let start_time =
+        async_nats::datetime::from_nanos(from.timestamp_nanos_opt().map_or(0, i128::from))
+            .map_err(|e| anyhow::anyhow!("failed to convert the look-back time: {e}"))?;
+    let (mut fact_msgs, mut facts_behind) = open(
+        js,
+        streams::FLEET_EVENTS,
+        &FACT_SUBJECTS,
+        DeliverPolicy::ByStartTime { start_time },
+    )
+    .await?;
     let (mut control_msgs, mut control_behind) =
         open(js, streams::CONTROL, &CONTROL_SUBJECTS, DeliverPolicy::All).await?;
     let started = Instant::now();
@@ -162,7 +246,7 @@ async fn follow(
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut unpublished: VecDeque<Decision> = VecDeque::new();
     loop {
-        if !live && !fleet_behind && !control_behind {
+        if !live && !fleet_behind && !facts_behind && !control_behind {
             live = true;
             readiness.set_ready(true);
             info!(
@@ -178,6 +262,14 @@ async fn follow(
                 Some(Ok(m)) => {
                     metrics::counter!("canopy_doctor_events_total", "stream" => "fleet").increment(1);
                     if fold(&mut fleet, &m) { fleet_behind = false; }
+                }
+                Some(Err(e)) => warn!(error = %e, "FLEET_EVENTS consumer error"),
+                None => anyhow::bail!("the FLEET_EVENTS consumer ended"),
+            },
+            m = fact_msgs.next() => match m {
+                Some(Ok(m)) => {
+                    metrics::counter!("canopy_doctor_events_total", "stream" => "fleet").increment(1);
+                    if fold(&mut fleet, &m) { facts_behind = false; }
                 }
                 Some(Err(e)) => warn!(error = %e, "FLEET_EVENTS consumer error"),
                 None => anyhow::bail!("the FLEET_EVENTS consumer ended"),

@@ -9,7 +9,8 @@ use std::time::Duration;
 use canopy_e2e::{LeafSpec, Stack, StackOptions};
 use canopy_proto::api::v1::{
     ApproveRemediationRequest, ClusterHealthView, GetFleetHealthRequest, ListDiagnosesRequest,
-    ListRemediationsRequest, ListRemediationsResponse, health_service_client::HealthServiceClient,
+    ListRemediationsRequest, ListRemediationsResponse, Remediation,
+    health_service_client::HealthServiceClient,
 };
 use canopy_proto::event::v1::ClusterHealth;
 use canopy_testkit::{FakeKube, Fixture, eventually};
@@ -141,6 +142,29 @@ async fn remediations(
     .into_inner())
 }
 
+/// Waits until the remediation of `target` is in `state`.
+async fn until_remediation(
+    c: &mut HealthServiceClient<Channel>,
+    target: &str,
+    state: &str,
+) -> anyhow::Result<Remediation> {
+    eventually(
+        WAIT,
+        &format!("the remediation of {target} {state}"),
+        || {
+            let mut c = c.clone();
+            async move {
+                Ok(remediations(&mut c)
+                    .await?
+                    .remediations
+                    .into_iter()
+                    .find(|r| r.target == target && r.state == state))
+            }
+        },
+    )
+    .await
+}
+
 /// Deployment `shop/<name>` with 1 of 1 replicas unavailable and its crash-looping pod.
 fn crash_looping(kube: &FakeKube, name: &str) -> anyhow::Result<()> {
     kube.apply(json!({
@@ -205,6 +229,10 @@ async fn a_sick_cluster_is_diagnosed_and_healed_within_limits() -> anyhow::Resul
         Ok((restarts(kube, "api") >= 1).then_some(()))
     })
     .await?;
+    // The remediation follows its command to the end.
+    let done = until_remediation(&mut c, "Deployment shop/api", "succeeded").await?;
+    assert!(done.result.contains("restartedAt"), "{}", done.result);
+    assert!(done.finished_at.is_some());
     // propose: the NotReady node is not cordoned before approval.
     let r = eventually(WAIT, "a cordon proposal", || {
         let mut c = c.clone();
@@ -254,12 +282,20 @@ async fn a_sick_cluster_is_diagnosed_and_healed_within_limits() -> anyhow::Resul
         .unwrap();
     assert!(s.reason.starts_with("blast radius"), "{}", s.reason);
 
-    // Rate: a third action fits (2 so far), a fourth does not.
+    // Rate: a third action fits (2 so far), a fourth does not. The third is refused by the
+    // Kubernetes API (RBAC): its remediation ends failed, and is not retried.
+    kube.refuse("PATCH", "/apis/apps/v1/namespaces/shop/deployments/cart");
     crash_looping(kube, "cart")?;
     eventually(WAIT, "the restart of shop/cart", || async {
         Ok((restarts(kube, "cart") >= 1).then_some(()))
     })
     .await?;
+    let failed = until_remediation(&mut c, "Deployment shop/cart", "failed").await?;
+    assert!(
+        failed.result.starts_with("kubernetes: ") && failed.result.contains("forbidden"),
+        "{}",
+        failed.result
+    );
     crash_looping(kube, "orders")?;
     let list = eventually(WAIT, "the rate-limited restart", || {
         let mut c = c.clone();
@@ -319,4 +355,193 @@ async fn a_sick_cluster_is_diagnosed_and_healed_within_limits() -> anyhow::Resul
         "state kept across the restart"
     );
     stack.shutdown().await
+}
+
+/// The doctor's RunAudit commands of `cluster` (id, requested at) and, per command, the full
+/// audits that ran for it (completed at), in request order.
+async fn doctor_audits(
+    pool: &sqlx::PgPool,
+    cluster: &str,
+) -> anyhow::Result<
+    Vec<(
+        String,
+        chrono::DateTime<chrono::Utc>,
+        Vec<chrono::DateTime<chrono::Utc>>,
+    )>,
+> {
+    let commands: Vec<(String, chrono::DateTime<chrono::Utc>)> = sqlx::query_as(
+        "SELECT command_id, requested_at FROM commands
+         WHERE requested_by = 'doctor' AND kind_name = 'run-audit'
+           AND target = jsonb_build_object('cluster_id', $1::text)
+         ORDER BY control_seq",
+    )
+    .bind(cluster)
+    .fetch_all(pool)
+    .await?;
+    let mut out = Vec::new();
+    for (id, at) in commands {
+        let done: Vec<chrono::DateTime<chrono::Utc>> = sqlx::query_scalar(
+            "SELECT completed_at FROM audits
+             WHERE cluster_id = $1 AND command_id = $2 AND state = 'completed'
+             ORDER BY completed_at",
+        )
+        .bind(cluster)
+        .bind(&id)
+        .fetch_all(pool)
+        .await?;
+        out.push((id, at, done));
+    }
+    Ok(out)
+}
+
+#[tokio::test]
+async fn a_stale_audit_is_rerun_once_per_stale_period_and_not_again_after_a_restart()
+-> anyhow::Result<()> {
+    const MAX_AGE: Duration = Duration::from_secs(6);
+    let mut opts = StackOptions::new(vec![LeafSpec::new("prod-eu", Fixture::load("prod-eu")?)]);
+    opts.heartbeat_interval = Duration::from_secs(1);
+    // The agent's own audits are far apart: only its start-up audit, then the doctor's.
+    opts.audit_interval = Duration::from_secs(3600);
+    opts.doctor_args.extend(
+        [
+            "--playbook",
+            "rerun-audit=auto",
+            "--audit-max-age",
+            "6s",
+            "--max-actions-per-hour",
+            "100",
+        ]
+        .map(str::to_owned),
+    );
+    let mut stack = Stack::start(opts).await?;
+    let pool = sqlx::PgPool::connect(&stack.database_url).await?;
+    let mut c = client(&stack).await?;
+
+    // Stale 6 s after the start-up audit: the doctor asks for an audit, the agent runs it.
+    let first = eventually(WAIT, "the doctor's first audit", || {
+        let pool = pool.clone();
+        async move {
+            let d = doctor_audits(&pool, "prod-eu").await?;
+            Ok(d.first().filter(|(_, _, done)| !done.is_empty()).cloned())
+        }
+    })
+    .await?;
+    let startup: chrono::DateTime<chrono::Utc> = sqlx::query_scalar(
+        "SELECT completed_at FROM audits
+         WHERE cluster_id = 'prod-eu' AND trigger = 'startup' AND state = 'completed'",
+    )
+    .fetch_one(&pool)
+    .await?;
+    // Event times in ms on the doctor's side.
+    const SLACK: Duration = Duration::from_millis(5);
+    let waited = (first.1 - startup).to_std()?;
+    assert!(
+        waited + SLACK >= MAX_AGE,
+        "asked {waited:?} after the start-up audit"
+    );
+
+    // The doctor restarts right after: it knows the audit is fresh, and asks again only once it
+    // is stale again.
+    stack.doctor.stop().await?;
+    stack.doctor.start().await?;
+    let runs = eventually(WAIT, "the doctor's second audit", || {
+        let pool = pool.clone();
+        async move {
+            let d = doctor_audits(&pool, "prod-eu").await?;
+            Ok((d.len() >= 2 && !d[1].2.is_empty()).then_some(d))
+        }
+    })
+    .await?;
+    for (i, (id, at, done)) in runs.iter().enumerate() {
+        if !done.is_empty() {
+            assert_eq!(done.len(), 1, "command {id} ran {} audits", done.len());
+        }
+        if i > 0 {
+            let previous = runs[i - 1].2[0];
+            let gap = (*at - previous).to_std()?;
+            assert!(
+                gap + SLACK >= MAX_AGE && gap < MAX_AGE + Duration::from_secs(20),
+                "command {i} asked {gap:?} after the previous audit completed"
+            );
+        }
+    }
+    eprintln!(
+        "doctor audits: {:?}",
+        runs.iter()
+            .map(|(_, at, done)| (*at, done.first().copied()))
+            .collect::<Vec<_>>()
+    );
+
+    // Each was a diagnosis of its own, proposed, approved and carried out: the first succeeded.
+    let diagnoses = c
+        .list_diagnoses(ListDiagnosesRequest {
+            cluster_id: "prod-eu".into(),
+            include_cleared: true,
+            limit: 100,
+        })
+        .await?
+        .into_inner()
+        .diagnoses;
+    let stale: Vec<_> = diagnoses
+        .iter()
+        .filter(|d| d.rule == "audit-stale")
+        .collect();
+    assert!(stale.len() >= 2, "{stale:?}");
+    assert!(stale.iter().all(|d| d.suggested_playbook == "rerun-audit"));
+    let list = c
+        .list_remediations(ListRemediationsRequest {
+            cluster_id: "prod-eu".into(),
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    let first_remediation = list
+        .remediations
+        .iter()
+        .find(|r| r.command_id == first.0)
+        .expect("the remediation of the first command");
+    assert_eq!(first_remediation.playbook, "rerun-audit");
+    assert!(first_remediation.auto);
+    let done = until_remediation_of(&mut c, "prod-eu", &first.0, "succeeded").await?;
+    assert!(!done.result.is_empty());
+    let mut commands: Vec<&str> = list
+        .remediations
+        .iter()
+        .map(|r| r.command_id.as_str())
+        .collect();
+    commands.sort_unstable();
+    commands.dedup();
+    assert_eq!(
+        commands.len(),
+        list.remediations.len(),
+        "one command per remediation"
+    );
+    stack.shutdown().await
+}
+
+async fn until_remediation_of(
+    c: &mut HealthServiceClient<Channel>,
+    cluster: &str,
+    command_id: &str,
+    state: &str,
+) -> anyhow::Result<Remediation> {
+    eventually(
+        WAIT,
+        &format!("the remediation of {command_id} {state}"),
+        || {
+            let mut c = c.clone();
+            async move {
+                Ok(c.list_remediations(ListRemediationsRequest {
+                    cluster_id: cluster.to_owned(),
+                    ..Default::default()
+                })
+                .await?
+                .into_inner()
+                .remediations
+                .into_iter()
+                .find(|r| r.command_id == command_id && r.state == state))
+            }
+        },
+    )
+    .await
 }

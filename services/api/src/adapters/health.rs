@@ -132,12 +132,14 @@ fn remediation(r: &PgRow) -> api::Remediation {
         decision_reason: text(r, "decision_reason"),
         command_id: text(r, "command_id"),
         requested_at: ts(r, "requested_at"),
+        result: text(r, "result"),
+        finished_at: ts(r, "finished_at"),
     }
 }
 
 impl HealthApi {
     async fn remediation_by_id(&self, id: &str) -> Result<Option<api::Remediation>, Status> {
-        let row = sqlx::query("SELECT * FROM remediations WHERE id = $1")
+        let row = sqlx::query("SELECT * FROM remediation_status WHERE id = $1")
             .bind(id)
             .fetch_optional(&self.pool)
             .await
@@ -275,7 +277,7 @@ impl HealthService for HealthApi {
         let limit = i64::from(if r.limit == 0 { 100 } else { r.limit.min(1000) });
         let state = (!r.state.is_empty()).then_some(r.state);
         let rows = sqlx::query(
-            "SELECT * FROM remediations
+            "SELECT * FROM remediation_status
              WHERE ($1::text IS NULL OR cluster_id = $1) AND ($2::text IS NULL OR state = $2)
              ORDER BY proposed_at DESC, id LIMIT $3",
         )

@@ -127,6 +127,7 @@ impl FakeKube {
         let shared = Arc::new(Shared {
             store: RwLock::new(store),
             requests: Mutex::new(Vec::new()),
+            refused: Mutex::new(Vec::new()),
             version: options.version,
             cancel: CancellationToken::new(),
         });
@@ -265,6 +266,17 @@ impl FakeKube {
         Ok(path)
     }
 
+    /// From now on answers requests with `method` (any case) whose path starts with
+    /// `path_prefix` with `403 Forbidden`, as an API server whose RBAC does not allow them would
+    /// (they are still recorded). E.g. `refuse("PATCH", "/apis/apps/v1/namespaces/shop/")`.
+    pub fn refuse(&self, method: &str, path_prefix: &str) {
+        self.shared
+            .refused
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push((method.to_ascii_uppercase(), path_prefix.to_owned()));
+    }
+
     /// Forgets the recorded requests.
     pub fn clear_requests(&self) {
         self.shared
@@ -294,6 +306,8 @@ impl Drop for FakeKube {
 struct Shared {
     store: RwLock<Store>,
     requests: Mutex<Vec<RecordedRequest>>,
+    /// (method, path prefix) answered `403 Forbidden` (see [`FakeKube::refuse`]).
+    refused: Mutex<Vec<(String, String)>>,
     version: String,
     cancel: CancellationToken,
 }
@@ -598,6 +612,23 @@ async fn handle(
             query: uri.query().map(str::to_string),
             body: body.clone(),
         });
+    let refused = shared
+        .refused
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .iter()
+        .any(|(m, prefix)| method.as_str() == m && uri.path().starts_with(prefix.as_str()));
+    if refused {
+        return ApiError::new(
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            format!(
+                "{method} {} is forbidden: the caller may not do this",
+                uri.path()
+            ),
+        )
+        .into_response();
+    }
     let request = Request {
         method,
         headers,

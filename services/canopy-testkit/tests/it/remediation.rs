@@ -283,3 +283,41 @@ async fn the_kubeconfig_points_a_client_at_the_fake() {
         .unwrap();
     assert_eq!(namespaces.items.len(), fixture.of_kind("Namespace").count());
 }
+
+#[tokio::test]
+async fn refused_requests_get_403_and_are_recorded_while_others_pass() {
+    let (kube, client, _) = serve("dev-ap").await.unwrap();
+    kube.refuse(
+        "patch",
+        "/apis/apps/v1/namespaces/dev/deployments/orders-api",
+    );
+    kube.clear_requests();
+    let deployments = Api::<Deployment>::namespaced(client, "dev");
+    let restart = json!({"spec": {"template": {"metadata": {"annotations": {
+        "kubectl.kubernetes.io/restartedAt": "2026-11-23T00:00:00Z"
+    }}}}});
+    let err = deployments
+        .patch(
+            "orders-api",
+            &PatchParams::default(),
+            &Patch::Strategic(&restart),
+        )
+        .await
+        .unwrap_err();
+    let kube::Error::Api(status) = err else {
+        panic!("not a Status: {err}")
+    };
+    assert_eq!(status.code, 403);
+    assert_eq!(status.reason, "Forbidden");
+    // Reading is still allowed, and the object is unchanged.
+    let stored = deployments.get("orders-api").await.unwrap();
+    assert!(
+        stored
+            .spec
+            .and_then(|s| s.template.metadata)
+            .and_then(|m| m.annotations)
+            .is_none_or(|a| !a.contains_key("kubectl.kubernetes.io/restartedAt"))
+    );
+    let patches = kube.requests_matching("PATCH", "/apis/apps/v1/namespaces/dev/deployments/");
+    assert_eq!(patches.len(), 1, "the refused call is recorded");
+}

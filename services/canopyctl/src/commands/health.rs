@@ -55,7 +55,7 @@ pub enum RemediationsCommand {
 pub struct ListRemediationsArgs {
     #[arg(long)]
     pub cluster: Option<String>,
-    /// proposed, approved, rejected or requested.
+    /// proposed, approved, rejected, requested, running, succeeded, failed or timed-out.
     #[arg(long)]
     pub state: Option<String>,
     #[arg(long, default_value_t = 100)]
@@ -146,7 +146,8 @@ fn remediation_json(r: &Remediation) -> Value {
         "auto": r.auto, "state": r.state, "proposed_at": rfc3339(r.proposed_at.as_ref()),
         "decided_by": r.decided_by, "decided_at": rfc3339(r.decided_at.as_ref()),
         "decision_reason": r.decision_reason, "command_id": r.command_id,
-        "requested_at": rfc3339(r.requested_at.as_ref()),
+        "requested_at": rfc3339(r.requested_at.as_ref()), "result": r.result,
+        "finished_at": rfc3339(r.finished_at.as_ref()),
     })
 }
 
@@ -281,7 +282,7 @@ pub async fn remediations(ctx: &Context, cmd: RemediationsCommand) -> Result<(),
     let one = |r: Remediation| -> String {
         match ctx.output {
             OutputFormat::Table => format!(
-                "remediation {} ({} {} on {}): {}{}\n",
+                "remediation {} ({} {} on {}): {}{}{}\n",
                 r.remediation_id,
                 r.playbook,
                 r.target,
@@ -291,6 +292,11 @@ pub async fn remediations(ctx: &Context, cmd: RemediationsCommand) -> Result<(),
                     String::new()
                 } else {
                     format!(" by {}", r.decided_by)
+                },
+                if r.result.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", r.result)
                 }
             ),
             OutputFormat::Json => output::json(&remediation_json(&r), true),
@@ -331,6 +337,7 @@ pub async fn remediations(ctx: &Context, cmd: RemediationsCommand) -> Result<(),
                             ("MODE", Align::Left),
                             ("PROPOSED", Align::Left),
                             ("BY", Align::Left),
+                            ("RESULT", Align::Left),
                         ],
                         &list
                             .remediations
@@ -345,6 +352,7 @@ pub async fn remediations(ctx: &Context, cmd: RemediationsCommand) -> Result<(),
                                     if r.auto { "auto" } else { "propose" }.to_owned(),
                                     ago(r.proposed_at.as_ref(), now),
                                     dash(&r.decided_by),
+                                    dash(&r.result),
                                 ]
                             })
                             .collect::<Vec<_>>(),

@@ -9,14 +9,14 @@ pub mod rules;
 use std::collections::{BTreeMap, HashSet};
 
 use canopy_kit::proto::event::v1::{
-    ClusterHealth, CommandParams, CommandRequested, CommandTarget, DiagnosisCleared,
-    DiagnosisRaised, HealthChanged, HealthReported, RemediationApproved, RemediationProposed,
-    RemediationRejected, RemediationSuppressed, Severity, command_params::Params,
-    command_target::Target, envelope::Body,
+    AuditScope, ClusterHealth, CommandKind, CommandParams, CommandRequested, CommandTarget,
+    DiagnosisCleared, DiagnosisRaised, HealthChanged, HealthReported, RemediationApproved,
+    RemediationProposed, RemediationRejected, RemediationSuppressed, Severity,
+    command_params::Params, command_target::Target, envelope::Body,
 };
 use uuid::Uuid;
 
-use rules::{Finding, Playbook, RuleSettings};
+use rules::{FRESHNESS_RULES, Facts, Finding, Playbook, RuleSettings};
 
 /// What the doctor may do with a playbook.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,7 +63,7 @@ impl Default for Settings {
     fn default() -> Self {
         let policies = Playbook::ALL
             .into_iter()
-            .map(|p| (p, Policy::Propose))
+            .map(|p| (p, p.default_policy()))
             .collect();
         Self {
             missed_heartbeats: 3,
@@ -133,6 +133,12 @@ pub struct ClusterState {
     pub link_changed_ms: i64,
     /// The newest report, by report time.
     pub report: Option<(i64, HealthReported)>,
+    /// The newest `AgentStarted`.
+    pub started_ms: Option<i64>,
+    /// The oldest heartbeat this doctor folded (after a restart: the newest of the log).
+    pub first_heartbeat_ms: Option<i64>,
+    /// Audits and inventory as the log tells them (`since_ms` is derived, see `facts`).
+    pub freshness: Facts,
     /// Report time of the report last diagnosed.
     diagnosed_ms: Option<i64>,
     pub health: i32,
@@ -211,6 +217,7 @@ impl Fleet {
             Body::Heartbeat(hb) => {
                 let c = self.clusters.entry(cluster.to_owned()).or_default();
                 c.last_heartbeat_ms = Some(c.last_heartbeat_ms.map_or(at_ms, |t| t.max(at_ms)));
+                c.first_heartbeat_ms = Some(c.first_heartbeat_ms.map_or(at_ms, |t| t.min(at_ms)));
                 if hb.heartbeat_interval_seconds > 0 {
                     c.interval_seconds = hb.heartbeat_interval_seconds;
                 }
@@ -218,6 +225,7 @@ impl Fleet {
             Body::AgentStarted(s) => {
                 let c = self.clusters.entry(cluster.to_owned()).or_default();
                 c.last_heartbeat_ms = Some(c.last_heartbeat_ms.map_or(at_ms, |t| t.max(at_ms)));
+                c.started_ms = Some(c.started_ms.map_or(at_ms, |t| t.max(at_ms)));
                 if s.heartbeat_interval_seconds > 0 {
                     c.interval_seconds = s.heartbeat_interval_seconds;
                 }
@@ -226,6 +234,41 @@ impl Fleet {
                 let c = self.clusters.entry(cluster.to_owned()).or_default();
                 if c.report.as_ref().is_none_or(|(t, _)| *t <= at_ms) {
                     c.report = Some((at_ms, r.clone()));
+                }
+            }
+            // Folded in any order (two consumers read them): the newest of each wins.
+            Body::AuditCompleted(a) if a.scope == AuditScope::Full as i32 => {
+                let f = &mut self
+                    .clusters
+                    .entry(cluster.to_owned())
+                    .or_default()
+                    .freshness;
+                f.last_audit_ms = Some(f.last_audit_ms.map_or(at_ms, |t| t.max(at_ms)));
+            }
+            Body::InventorySnapshot(s) if s.last_chunk => {
+                let f = &mut self
+                    .clusters
+                    .entry(cluster.to_owned())
+                    .or_default()
+                    .freshness;
+                f.last_inventory_ms = Some(f.last_inventory_ms.map_or(at_ms, |t| t.max(at_ms)));
+            }
+            Body::CommandFailed(cf)
+                if cf.kind == CommandKind::RunAudit as i32
+                    || cf.kind == CommandKind::RefreshInventory as i32 =>
+            {
+                let f = &mut self
+                    .clusters
+                    .entry(cluster.to_owned())
+                    .or_default()
+                    .freshness;
+                let slot = if cf.kind == CommandKind::RunAudit as i32 {
+                    &mut f.audit_failed
+                } else {
+                    &mut f.inventory_failed
+                };
+                if slot.as_ref().is_none_or(|(t, _)| *t <= at_ms) {
+                    *slot = Some((at_ms, format!("{} ({})", cf.error, cf.reason)));
                 }
             }
             Body::LinkLost(_) | Body::LinkEstablished(_) => {
@@ -346,6 +389,7 @@ impl Fleet {
         let ids: Vec<String> = self.clusters.keys().cloned().collect();
         for id in &ids {
             self.diagnose(id, now_ms, &mut out);
+            self.check_freshness(id, now_ms, &mut out);
             self.judge(id, now_ms, &mut out);
         }
         for id in &ids {
@@ -483,6 +527,7 @@ impl Fleet {
                 .iter()
                 .filter(|(k, d)| {
                     !present.contains(*k)
+                        && !FRESHNESS_RULES.contains(&d.rule.as_str())
                         && report_ms - d.last_seen_ms >= self.settings.clear_hold_ms
                 })
                 .map(|(_, d)| d.clone())
@@ -504,6 +549,89 @@ impl Fleet {
                     diagnosis_id: d.id.clone(),
                     rule: d.rule.clone(),
                     reason: "the latest health report no longer shows it".to_owned(),
+                }),
+            );
+        }
+    }
+
+    /// The heartbeats arrive (at most `missed_heartbeats` intervals of silence, link up).
+    fn alive(&self, c: &ClusterState, now_ms: i64) -> bool {
+        let interval_ms = i64::from(c.interval_seconds.max(1)) * 1000;
+        !c.link_down
+            && c.health != ClusterHealth::Unreachable as i32
+            && c.last_heartbeat_ms.is_some_and(|t| {
+                now_ms - t <= i64::from(self.settings.missed_heartbeats) * interval_ms
+            })
+    }
+
+    /// Raises and clears the freshness diagnoses (`rules::freshness`) of a cluster whose
+    /// heartbeats arrive; a silent cluster's stay as they were.
+    fn check_freshness(&mut self, id: &str, now_ms: i64, out: &mut Vec<Decision>) {
+        let Some(c) = self.clusters.get(id) else {
+            return;
+        };
+        if !self.alive(c, now_ms) {
+            return;
+        }
+        let facts = Facts {
+            since_ms: c.started_ms.or(c.first_heartbeat_ms),
+            ..c.freshness.clone()
+        };
+        let findings = rules::freshness(id, &facts, now_ms, &self.settings.rules);
+        let mut raise = Vec::new();
+        let mut present = HashSet::new();
+        for f in findings {
+            let key = (f.rule.to_owned(), f.subject.clone());
+            present.insert(key.clone());
+            match self
+                .clusters
+                .get_mut(id)
+                .and_then(|c| c.diagnoses.get_mut(&key))
+            {
+                Some(open) => {
+                    open.last_seen_ms = now_ms;
+                    // Not in the log: re-learnt here after a restart.
+                    open.remedy = f.remedy;
+                }
+                None => raise.push(f),
+            }
+        }
+        let clear: Vec<OpenDiagnosis> = self.clusters.get(id).map_or_else(Vec::new, |c| {
+            c.diagnoses
+                .iter()
+                // Only on evidence (an audit or snapshot completed after the raise): a doctor
+                // rebuilt from the log may know less of the past, never less of what since.
+                .filter(|(k, d)| {
+                    let done = if d.rule == rules::AUDIT_STALE {
+                        facts.last_audit_ms
+                    } else {
+                        facts.last_inventory_ms
+                    };
+                    FRESHNESS_RULES.contains(&d.rule.as_str())
+                        && !present.contains(*k)
+                        && done.is_some_and(|t| t >= d.raised_ms)
+                })
+                .map(|(_, d)| d.clone())
+                .collect()
+        });
+        for f in raise {
+            self.raise(id, now_ms, f, out);
+        }
+        for d in clear {
+            let reason = if d.rule == rules::AUDIT_STALE {
+                "a full audit completed since"
+            } else {
+                "a complete inventory snapshot was taken since"
+            };
+            self.decide(
+                out,
+                id,
+                now_ms,
+                &format!("cleared:{}", d.id),
+                Body::DiagnosisCleared(DiagnosisCleared {
+                    diagnosis_id: d.id.clone(),
+                    rule: d.rule.clone(),
+                    reason: reason.to_owned(),
                 }),
             );
         }

@@ -1,11 +1,14 @@
-//! Diagnosis rules: what a cluster's latest health report says is wrong, with evidence, a
-//! severity and the playbook that would heal it. Pure functions of the report.
+//! Diagnosis rules: what a cluster's latest health report says is wrong, and whether its audit
+//! and inventory are fresh, with evidence, a severity and the playbook that would heal it. Pure
+//! functions of the report (`diagnose`) and of the cluster's audit and inventory facts
+//! (`freshness`).
 
 use std::collections::BTreeMap;
 
 use canopy_kit::proto::event::v1::{
     CommandKind, CommandParams, CordonNodeParams, DeletePodParams, HealthReported,
-    ScaleWorkloadParams, Severity, WorkloadRef, command_params::Params,
+    RefreshInventoryParams, RunAuditParams, ScaleWorkloadParams, Severity, WorkloadRef,
+    command_params::Params,
 };
 
 /// A playbook: what the doctor can do about a diagnosis.
@@ -44,6 +47,15 @@ impl Playbook {
         Self::ALL.into_iter().find(|p| p.name() == s)
     }
 
+    /// The policy when none is configured: the playbooks that only read the cluster (an audit,
+    /// an inventory) run by themselves, the others wait for an operator.
+    pub fn default_policy(self) -> crate::domain::Policy {
+        match self {
+            Self::RerunAudit | Self::RefreshInventory => crate::domain::Policy::Auto,
+            _ => crate::domain::Policy::Propose,
+        }
+    }
+
     pub fn command_kind(self) -> CommandKind {
         match self {
             Self::RolloutRestart => CommandKind::RolloutRestart,
@@ -78,6 +90,11 @@ pub struct RuleSettings {
     pub scale_max_replicas: u32,
     /// Certificates expiring sooner than this many seconds are `high`.
     pub cert_urgent_seconds: i64,
+    /// A cluster whose last full audit completed longer ago than this (ms) is `audit-stale`.
+    pub audit_max_age_ms: i64,
+    /// A cluster whose last complete inventory snapshot is older than this (ms) is
+    /// `inventory-stale`.
+    pub inventory_max_age_ms: i64,
 }
 
 impl Default for RuleSettings {
@@ -86,6 +103,8 @@ impl Default for RuleSettings {
             saturated_cpu_percent: 90,
             scale_max_replicas: 10,
             cert_urgent_seconds: 7 * 86_400,
+            audit_max_age_ms: 3_600_000,
+            inventory_max_age_ms: 1_800_000,
         }
     }
 }
@@ -326,6 +345,124 @@ pub fn diagnose(report: &HealthReported, now_unix: i64, s: &RuleSettings) -> Vec
     out
 }
 
+/// Rules of [`freshness`]: judged on every tick from the cluster's facts, not from its reports.
+pub const FRESHNESS_RULES: [&str; 2] = [AUDIT_STALE, INVENTORY_STALE];
+pub const AUDIT_STALE: &str = "audit-stale";
+pub const INVENTORY_STALE: &str = "inventory-stale";
+
+/// What the log says of a cluster's audits and inventory. Times in ms (event times).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Facts {
+    /// When the running agent started (its newest `AgentStarted`), else when the doctor first
+    /// heard from it: the age of a cluster that never audited counts from there.
+    pub since_ms: Option<i64>,
+    /// The newest full `AuditCompleted`.
+    pub last_audit_ms: Option<i64>,
+    /// The newest failed `RunAudit` command: when, and why.
+    pub audit_failed: Option<(i64, String)>,
+    /// The newest complete `InventorySnapshot` (its last chunk).
+    pub last_inventory_ms: Option<i64>,
+    /// The newest failed `RefreshInventory` command.
+    pub inventory_failed: Option<(i64, String)>,
+}
+
+fn age(ms: i64) -> String {
+    let s = ms.max(0) / 1000;
+    match s {
+        0..120 => format!("{s}s"),
+        120..7200 => format!("{}m", s / 60),
+        _ => format!("{}h", s / 3600),
+    }
+}
+
+/// One freshness rule: failed since the last success, else stale past `max_age_ms`.
+struct Fresh<'a> {
+    rule: &'static str,
+    what: &'static str,
+    done: &'static str,
+    last_ms: Option<i64>,
+    failed: Option<&'a (i64, String)>,
+    max_age_ms: i64,
+    remedy: (Playbook, Params),
+}
+
+fn fresh(f: Fresh<'_>, since_ms: Option<i64>, now_ms: i64, cluster: &str) -> Option<Finding> {
+    let last = match f.last_ms {
+        Some(t) if since_ms.is_none_or(|s| t >= s) => {
+            format!("last {} {} {} ago", f.what, f.done, age(now_ms - t))
+        }
+        Some(_) => format!("no {} {} since the agent started", f.what, f.done),
+        None => format!("no {} {} since the agent started", f.what, f.done),
+    };
+    let (severity, summary, evidence) = match f.failed {
+        Some((at, error)) if f.last_ms.is_none_or(|t| *at > t) => (
+            Severity::Medium,
+            format!("the last {} of {cluster} failed: {error}", f.what),
+            vec![format!("failed {} ago: {error}", age(now_ms - at)), last],
+        ),
+        _ => {
+            // An agent that (re)started audits and takes an inventory at once: count from then.
+            let reference = f.last_ms.max(since_ms)?;
+            let stale = now_ms - reference;
+            if stale <= f.max_age_ms {
+                return None;
+            }
+            (
+                Severity::Low,
+                format!(
+                    "the {} of {cluster} is stale: none {} for {} (at most {})",
+                    f.what,
+                    f.done,
+                    age(stale),
+                    age(f.max_age_ms)
+                ),
+                vec![last],
+            )
+        }
+    };
+    Some(Finding {
+        rule: f.rule,
+        subject: format!("Cluster {cluster}"),
+        severity,
+        summary,
+        evidence,
+        remedy: Some((f.remedy.0, params(f.remedy.1))),
+    })
+}
+
+/// Whether `cluster`'s audit and inventory are fresh at `now_ms`: `audit-stale` when its last
+/// full audit is older than `audit_max_age_ms` or a `RunAudit` failed since (proposing
+/// `rerun-audit`), `inventory-stale` likewise (proposing `refresh-inventory`). The caller only
+/// asks while the cluster's heartbeats arrive. Sorted by rule.
+pub fn freshness(cluster: &str, f: &Facts, now_ms: i64, s: &RuleSettings) -> Vec<Finding> {
+    [
+        Fresh {
+            rule: AUDIT_STALE,
+            what: "audit",
+            done: "completed",
+            last_ms: f.last_audit_ms,
+            failed: f.audit_failed.as_ref(),
+            max_age_ms: s.audit_max_age_ms,
+            remedy: (Playbook::RerunAudit, Params::RunAudit(RunAuditParams {})),
+        },
+        Fresh {
+            rule: INVENTORY_STALE,
+            what: "inventory",
+            done: "taken",
+            last_ms: f.last_inventory_ms,
+            failed: f.inventory_failed.as_ref(),
+            max_age_ms: s.inventory_max_age_ms,
+            remedy: (
+                Playbook::RefreshInventory,
+                Params::RefreshInventory(RefreshInventoryParams {}),
+            ),
+        },
+    ]
+    .into_iter()
+    .filter_map(|r| fresh(r, f.since_ms, now_ms, cluster))
+    .collect()
+}
+
 /// `used` as a percentage of `of`; `None` when nothing is requested.
 pub fn percent(used: u64, of: u64) -> Option<u64> {
     (of > 0).then(|| used.saturating_mul(100) / of)
@@ -472,6 +609,136 @@ mod tests {
             panic!("not a scale")
         };
         assert_eq!(scale.replicas, 3);
+    }
+
+    const M: i64 = 60_000;
+
+    fn ages() -> RuleSettings {
+        RuleSettings {
+            audit_max_age_ms: 60 * M,
+            inventory_max_age_ms: 30 * M,
+            ..RuleSettings::default()
+        }
+    }
+
+    fn rules_of(found: &[Finding]) -> Vec<&str> {
+        found.iter().map(|f| f.rule).collect()
+    }
+
+    #[test]
+    fn fresh_audits_and_inventories_give_nothing() {
+        let facts = Facts {
+            since_ms: Some(0),
+            last_audit_ms: Some(100 * M),
+            last_inventory_ms: Some(140 * M),
+            ..Facts::default()
+        };
+        assert!(freshness("a", &facts, 150 * M, &ages()).is_empty());
+        // A failure before the last success is over.
+        let healed = Facts {
+            audit_failed: Some((90 * M, "boom".into())),
+            inventory_failed: Some((130 * M, "boom".into())),
+            ..facts
+        };
+        assert!(freshness("a", &healed, 150 * M, &ages()).is_empty());
+    }
+
+    #[test]
+    fn stale_audits_and_inventories_propose_their_playbook() {
+        let facts = Facts {
+            since_ms: Some(0),
+            last_audit_ms: Some(10 * M),
+            last_inventory_ms: Some(10 * M),
+            ..Facts::default()
+        };
+        // 35 min: only the inventory (30 min) is stale.
+        let found = freshness("prod-eu", &facts, 45 * M, &ages());
+        assert_eq!(rules_of(&found), [INVENTORY_STALE]);
+        let inv = &found[0];
+        assert_eq!(inv.subject, "Cluster prod-eu");
+        assert_eq!(inv.severity, Severity::Low);
+        assert_eq!(
+            inv.summary,
+            "the inventory of prod-eu is stale: none taken for 35m (at most 30m)"
+        );
+        assert_eq!(inv.evidence, ["last inventory taken 35m ago"]);
+        assert!(matches!(
+            &inv.remedy,
+            Some((
+                Playbook::RefreshInventory,
+                CommandParams {
+                    params: Some(Params::RefreshInventory(_))
+                }
+            ))
+        ));
+        // 61 min: both.
+        let found = freshness("prod-eu", &facts, 71 * M, &ages());
+        assert_eq!(rules_of(&found), [AUDIT_STALE, INVENTORY_STALE]);
+        assert!(matches!(
+            &found[0].remedy,
+            Some((
+                Playbook::RerunAudit,
+                CommandParams {
+                    params: Some(Params::RunAudit(_))
+                }
+            ))
+        ));
+        assert!(
+            found[0].summary.contains("none completed for 61m"),
+            "{}",
+            found[0].summary
+        );
+    }
+
+    #[test]
+    fn age_counts_from_the_agent_start_when_that_is_newer() {
+        // Never audited: from the start; an old audit before a restart: from the restart too.
+        for last_audit_ms in [None, Some(0)] {
+            let facts = Facts {
+                since_ms: Some(100 * M),
+                last_audit_ms,
+                last_inventory_ms: Some(155 * M),
+                ..Facts::default()
+            };
+            assert!(freshness("a", &facts, 159 * M, &ages()).is_empty());
+            let found = freshness("a", &facts, 161 * M, &ages());
+            assert_eq!(rules_of(&found), [AUDIT_STALE]);
+            assert_eq!(
+                found[0].evidence,
+                ["no audit completed since the agent started"]
+            );
+        }
+        // Nothing known at all: no evidence, no diagnosis.
+        assert!(freshness("a", &Facts::default(), 1_000 * M, &ages()).is_empty());
+    }
+
+    #[test]
+    fn a_failure_since_the_last_success_is_diagnosed_at_once() {
+        let facts = Facts {
+            since_ms: Some(0),
+            last_audit_ms: Some(10 * M),
+            audit_failed: Some((12 * M, "failed to list pods (kubernetes)".into())),
+            last_inventory_ms: Some(10 * M),
+            inventory_failed: Some((13 * M, "forbidden (kubernetes)".into())),
+        };
+        let found = freshness("a", &facts, 14 * M, &ages());
+        assert_eq!(rules_of(&found), [AUDIT_STALE, INVENTORY_STALE]);
+        assert_eq!(found[0].severity, Severity::Medium);
+        assert_eq!(
+            found[0].summary,
+            "the last audit of a failed: failed to list pods (kubernetes)"
+        );
+        assert_eq!(
+            found[0].evidence,
+            [
+                "failed 2m ago: failed to list pods (kubernetes)",
+                "last audit completed 4m ago"
+            ]
+        );
+        assert!(matches!(
+            found[1].remedy,
+            Some((Playbook::RefreshInventory, _))
+        ));
     }
 
     #[test]

@@ -13,6 +13,9 @@ fn settings() -> Settings {
         recovery_hold_ms: 2 * S,
         ..Settings::default()
     };
+    // Audits and inventory never go stale here (see the freshness tests).
+    s.rules.audit_max_age_ms = i64::MAX / 4;
+    s.rules.inventory_max_age_ms = i64::MAX / 4;
     s.policies.insert(Playbook::RolloutRestart, Policy::Auto);
     s
 }
@@ -353,4 +356,222 @@ fn decision_ids_are_stable() {
             .collect::<Vec<_>>()
     };
     assert_eq!(run(), run());
+}
+
+// === freshness ===
+
+fn fresh_settings() -> Settings {
+    let mut s = settings();
+    s.rules.audit_max_age_ms = 10 * S;
+    s.max_actions_per_hour = 100;
+    s
+}
+
+fn audit_done(scope: AuditScope, command_id: &str) -> Body {
+    Body::AuditCompleted(canopy_kit::proto::event::v1::AuditCompleted {
+        audit_id: format!("audit-{command_id}"),
+        scope: scope as i32,
+        command_id: command_id.to_owned(),
+        ..Default::default()
+    })
+}
+
+fn kinds(d: &[Decision]) -> Vec<&'static str> {
+    d.iter()
+        .map(|d| canopy_kit::envelope::event_type(&d.body).1)
+        .collect()
+}
+
+fn commands(d: &[Decision]) -> Vec<CommandRequested> {
+    d.iter()
+        .filter_map(|d| match &d.body {
+            Body::CommandRequested(c) => Some(c.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_stale_audit_is_rerun_once_per_stale_period() {
+    let mut f = Fleet::new(fresh_settings());
+    let mut log: Vec<(i64, String, Body)> = vec![
+        (
+            0,
+            "s".into(),
+            Body::AgentStarted(AgentStarted {
+                heartbeat_interval_seconds: 1,
+                ..Default::default()
+            }),
+        ),
+        (500, "a0".into(), audit_done(AuditScope::Full, "")),
+    ];
+    for (t, id, b) in &log {
+        f.apply("a", *t, id, b);
+    }
+    let mut decided = Vec::new();
+    let mut requested: Vec<(i64, String)> = Vec::new();
+    // Heartbeats every second; an incremental audit does not make it fresh.
+    for sec in 1..=24 {
+        let t = sec * S;
+        let mut events = vec![(t, format!("h{sec}"), hb())];
+        if sec == 8 {
+            events.push((t, "inc".into(), audit_done(AuditScope::Incremental, "")));
+        }
+        // The agent runs each requested audit two seconds later.
+        let due: Vec<String> = requested
+            .iter()
+            .filter(|(at, _)| at + 2 * S == t)
+            .map(|(_, id)| id.clone())
+            .collect();
+        for id in due {
+            events.push((t, format!("done-{id}"), audit_done(AuditScope::Full, &id)));
+        }
+        for (t, id, b) in events {
+            f.apply("a", t, &id, &b);
+            log.push((t, id, b));
+        }
+        let d = f.tick(t + 100);
+        for c in commands(&d) {
+            assert_eq!(c.kind, CommandKind::RunAudit as i32);
+            assert_eq!(c.requested_by, "doctor");
+            requested.push((t, c.command_id.clone()));
+        }
+        echo(&mut f, &d, t + 100);
+        for x in &d {
+            log.push((t + 100, x.event_id.clone(), x.body.clone()));
+        }
+        decided.extend(d.into_iter().map(|d| (sec, d)));
+    }
+    // Stale 10 s after the audit at 0.5 s (at 11 s), rerun, fresh at 13 s; stale again 10 s
+    // later (at 23 s).
+    let at: Vec<i64> = requested.iter().map(|(t, _)| t / S).collect();
+    assert_eq!(at, [11, 23], "{decided:?}");
+    assert_ne!(requested[0].1, requested[1].1);
+    let first: Vec<&str> = decided
+        .iter()
+        .filter(|(s, _)| *s == 11)
+        .map(|(_, d)| canopy_kit::envelope::event_type(&d.body).1)
+        .collect();
+    assert_eq!(
+        first,
+        ["raised", "changed", "proposed", "approved", "requested"]
+    );
+    let Some(Body::DiagnosisRaised(r)) = decided
+        .iter()
+        .map(|(_, d)| &d.body)
+        .find(|b| matches!(b, Body::DiagnosisRaised(_)))
+    else {
+        panic!()
+    };
+    assert_eq!(r.rule, "audit-stale");
+    assert_eq!(r.suggested_playbook, "rerun-audit");
+    let cleared: Vec<i64> = decided
+        .iter()
+        .filter(|(_, d)| matches!(d.body, Body::DiagnosisCleared(_)))
+        .map(|(s, _)| *s)
+        .collect();
+    assert_eq!(cleared, [13]);
+
+    // A doctor rebuilt from that log decides nothing more until the next stale period.
+    let mut again = Fleet::new(fresh_settings());
+    for (t, id, b) in &log {
+        again.apply("a", *t, id, b);
+    }
+    assert!(again.tick(24 * S + 200).is_empty());
+    again.apply(
+        "a",
+        25 * S,
+        "done-2",
+        &audit_done(AuditScope::Full, &requested[1].1),
+    );
+    again.apply("a", 25 * S, "h25", &hb());
+    let d = again.tick(25 * S + 100);
+    assert_eq!(kinds(&d), ["cleared", "changed"]);
+}
+
+#[test]
+fn a_failed_audit_is_rerun_at_once_and_a_failed_rerun_is_not_repeated() {
+    let mut f = Fleet::new(fresh_settings());
+    f.apply("a", 0, "s", &Body::AgentStarted(AgentStarted::default()));
+    f.apply("a", 0, "a0", &audit_done(AuditScope::Full, ""));
+    f.apply("a", 1000, "h", &hb());
+    assert!(
+        f.tick(1100)
+            .iter()
+            .all(|d| !matches!(d.body, Body::DiagnosisRaised(_)))
+    );
+    let failed = |id: &str| {
+        Body::CommandFailed(canopy_kit::proto::event::v1::CommandFailed {
+            command_id: id.into(),
+            kind: CommandKind::RunAudit as i32,
+            reason: "kubernetes".into(),
+            error: "failed to list pods".into(),
+            ..Default::default()
+        })
+    };
+    f.apply("a", 2000, "f1", &failed("operator-1"));
+    f.apply("a", 2000, "h2", &hb());
+    let d = f.tick(2100);
+    assert_eq!(
+        kinds(&d),
+        ["raised", "changed", "proposed", "approved", "requested"]
+    );
+    let Body::DiagnosisRaised(r) = &d[0].body else {
+        panic!()
+    };
+    assert_eq!(
+        r.summary,
+        "the last audit of a failed: failed to list pods (kubernetes)"
+    );
+    let cmd = commands(&d).remove(0);
+    echo(&mut f, &d, 2100);
+    // The rerun fails too: the diagnosis holds, nothing is asked again.
+    f.apply("a", 3000, "f2", &failed(&cmd.command_id));
+    for sec in 3..30 {
+        f.apply("a", sec * S, &format!("h{sec}"), &hb());
+        assert!(f.tick(sec * S + 100).is_empty(), "at {sec} s");
+    }
+    // A full audit at last: cleared.
+    f.apply("a", 30 * S, "a1", &audit_done(AuditScope::Full, ""));
+    f.apply("a", 30 * S, "h30", &hb());
+    assert_eq!(kinds(&f.tick(30 * S + 100)), ["cleared", "changed"]);
+}
+
+#[test]
+fn a_stale_inventory_is_refreshed_and_a_silent_cluster_is_left_alone() {
+    let mut s = fresh_settings();
+    s.rules.inventory_max_age_ms = 5 * S;
+    s.rules.audit_max_age_ms = i64::MAX / 4;
+    let mut f = Fleet::new(s);
+    let chunk = |last: bool| {
+        Body::InventorySnapshot(canopy_kit::proto::event::v1::InventorySnapshot {
+            snapshot_id: "s".into(),
+            last_chunk: last,
+            ..Default::default()
+        })
+    };
+    f.apply("a", 0, "s", &Body::AgentStarted(AgentStarted::default()));
+    f.apply("a", 0, "i0", &chunk(true));
+    // A snapshot that never completes does not count.
+    f.apply("a", 4 * S, "i1", &chunk(false));
+    f.apply("a", 6 * S, "h", &hb());
+    let d = f.tick(6 * S);
+    let cmds = commands(&d);
+    assert_eq!(cmds.len(), 1, "{d:?}");
+    assert_eq!(cmds[0].kind, CommandKind::RefreshInventory as i32);
+    echo(&mut f, &d, 6 * S);
+    f.apply("a", 7 * S, "i2", &chunk(true));
+    f.apply("a", 7 * S, "h2", &hb());
+    assert_eq!(kinds(&f.tick(7 * S + 100)), ["cleared", "changed"]);
+
+    // Another cluster whose heartbeats stopped: unreachable, never inventory-stale.
+    f.apply("b", 0, "bs", &Body::AgentStarted(AgentStarted::default()));
+    f.apply("b", 0, "bi", &chunk(true));
+    f.apply("b", S, "bh", &hb());
+    let d = f.tick(20 * S);
+    assert!(
+        d.iter()
+            .all(|d| !matches!(d.body, Body::DiagnosisRaised(_))),
+        "{d:?}"
+    );
 }

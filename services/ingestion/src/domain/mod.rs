@@ -112,6 +112,16 @@ pub fn plan(events: Vec<Event>) -> Plan {
         }
         if let Some(op) = commands::plan(e.seq, &e.cluster_id, e.occurred_at, &e.body) {
             plan.commands.push(op);
+            // The command of a remediation also moves the remediation.
+            if let Body::CommandRequested(requested) = e.body
+                && !requested.remediation_id.is_empty()
+            {
+                plan.health.push(HealthOp::Requested {
+                    seq: e.seq,
+                    at: e.occurred_at,
+                    requested,
+                });
+            }
             continue;
         }
         match e.body {
@@ -214,13 +224,6 @@ pub fn plan(events: Vec<Event>) -> Plan {
                 at: e.occurred_at,
                 suppressed,
             }),
-            Body::CommandRequested(requested) if !requested.remediation_id.is_empty() => {
-                plan.health.push(HealthOp::Requested {
-                    seq: e.seq,
-                    at: e.occurred_at,
-                    requested,
-                });
-            }
             Body::ActionRecorded(record) => plan.trail.push(trail::TrailRow {
                 seq: e.seq,
                 at: e.occurred_at,

@@ -4,4 +4,5 @@
 mod audits;
 mod common;
 mod projection;
+mod remediations;
 mod trail;
