@@ -24,10 +24,12 @@ pub fn parse(text: &str) -> Option<Value> {
     let mut start = 0;
     for end in memchr::memchr_iter(b'\n', bytes).chain([bytes.len()]) {
         let raw = &text[start..end];
-        let indent = raw.len() - raw.trim_start_matches(' ').len();
+        let b = raw.as_bytes();
+        let indent = b.iter().take_while(|&&c| c == b' ').count();
+        let trailing = b[indent..].iter().rev().take_while(|&&c| c == b' ').count();
         lines.push(Line {
             indent,
-            text: raw[indent..].trim_end_matches(' '),
+            text: &raw[indent..raw.len() - trailing],
             raw,
         });
         start = end + 1;
