@@ -755,11 +755,6 @@ fn strip_position(message: &str) -> String {
 mod reference;
 
 #[cfg(test)]
-#[path = "generate.rs"]
-#[allow(dead_code)]
-mod generated;
-
-#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -1030,7 +1025,7 @@ mod tests {
     /// and pretty-printed, read with reads of many sizes, with an error or a List mixed in.
     #[test]
     fn buffered_reader_agrees_on_generated_objects() {
-        let objects: Vec<Value> = (0..120).map(generated::object).collect();
+        let objects: Vec<Value> = (0..120).map(crate::generate::object).collect();
         let mut ndjson = String::new();
         let mut pretty = String::new();
         let mut yaml = String::new();
@@ -1101,7 +1096,7 @@ mod tests {
     /// input: memory does not grow with the input.
     #[test]
     fn buffer_stays_bounded() {
-        let doc = serde_yaml::to_string(&generated::object(0)).unwrap();
+        let doc = serde_yaml::to_string(&crate::generate::object(0)).unwrap();
         let mut text = String::new();
         while text.len() < 8 * BLOCK {
             text += "---\n";
