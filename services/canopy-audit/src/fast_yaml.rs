@@ -20,23 +20,20 @@ pub fn parse(text: &str) -> Option<Value> {
         return None;
     }
     let bytes = text.as_bytes();
-    let mut starts = Vec::with_capacity(bytes.len() / 16);
-    starts.push(0);
-    starts.extend(memchr::memchr_iter(b'\n', bytes).map(|i| i + 1));
-    let mut lines: Vec<Line<'_>> = starts
-        .iter()
-        .enumerate()
-        .map(|(n, &start)| {
-            let end = starts.get(n + 1).map_or(text.len(), |&next| next - 1);
-            let raw = &text[start..end];
-            let indent = raw.len() - raw.trim_start_matches(' ').len();
-            Line {
-                indent,
-                text: raw[indent..].trim_end_matches(' '),
-                raw,
-            }
-        })
-        .collect();
+    let mut lines: Vec<Line<'_>> = Vec::with_capacity(bytes.len() / 16);
+    let mut start = 0;
+    for end in memchr::memchr_iter(b'\n', bytes).chain([bytes.len()]) {
+        let raw = &text[start..end];
+        let b = raw.as_bytes();
+        let indent = b.iter().take_while(|&&c| c == b' ').count();
+        let trailing = b[indent..].iter().rev().take_while(|&&c| c == b' ').count();
+        lines.push(Line {
+            indent,
+            text: &raw[indent..raw.len() - trailing],
+            raw,
+        });
+        start = end + 1;
+    }
     // A leading document start marker (possibly followed by a comment) belongs to no node.
     if let Some(first) = lines.iter_mut().find(|l| !l.is_blank())
         && first.indent == 0
@@ -532,25 +529,36 @@ fn resolve_plain(s: &str) -> Option<Value> {
 /// nothing any number syntax (integers with a radix prefix, Rust's float grammar, `.inf`,
 /// `.nan`) could read.
 fn plain_is_string(s: &str) -> bool {
-    const SPECIAL: [&str; 10] = [
-        "null", "true", "false", "~", "yes", "no", "on", "off", "y", "n",
-    ];
     let Some(&first) = s.as_bytes().first() else {
         return false;
     };
-    if s.len() <= 8 && SPECIAL.iter().any(|w| s.eq_ignore_ascii_case(w)) {
+    if first.is_ascii_alphabetic() {
+        // Only the null and boolean spellings and Rust's `inf`, `infinity` and `nan` read as
+        // anything but a string (all 1 to 5 or 8 letters long).
+        const WORDS: [&str; 12] = [
+            "null", "true", "false", "yes", "no", "on", "off", "y", "n", "inf", "infinity", "nan",
+        ];
+        return !matches!(s.len(), 1..=5 | 8) || !WORDS.iter().any(|w| s.eq_ignore_ascii_case(w));
+    }
+    if s == "~" {
         return false;
     }
-    if first.is_ascii_alphabetic() {
-        // Only Rust's `inf`, `infinity` and `nan` spellings read as numbers.
-        return !["inf", "infinity", "nan"]
-            .iter()
-            .any(|w| s.eq_ignore_ascii_case(w));
-    }
     let unsigned = s.strip_prefix(['+', '-']).unwrap_or(s);
-    let lower = unsigned.get(..2).map(str::to_ascii_lowercase);
-    let number_like = matches!(lower.as_deref(), Some("0x" | "0o" | "0b"))
-        || unsigned.parse::<f64>().is_ok()
+    let radix = matches!(
+        unsigned.as_bytes(),
+        [b'0', b'x' | b'X' | b'o' | b'O' | b'b' | b'B', ..]
+    );
+    // Rust's float grammar uses only these bytes (digits, `.`, signs, exponents, and the
+    // letters of `inf`, `infinity` and `nan` in any case): anything else cannot parse.
+    let may_be_float = unsigned.bytes().all(|c| {
+        c.is_ascii_digit()
+            || matches!(
+                c.to_ascii_lowercase(),
+                b'.' | b'+' | b'-' | b'e' | b'i' | b'n' | b'f' | b't' | b'y' | b'a'
+            )
+    });
+    let number_like = radix
+        || (may_be_float && unsigned.parse::<f64>().is_ok())
         || unsigned.eq_ignore_ascii_case(".inf")
         || unsigned.eq_ignore_ascii_case(".nan");
     !number_like
@@ -636,6 +644,147 @@ mod tests {
         ];
         for d in docs {
             assert!(agree(d).is_none(), "fast reader took:\n{d}");
+        }
+    }
+
+    /// The previous, slower spelling of [`plain_is_string`]: the reference it must agree with.
+    fn plain_is_string_reference(s: &str) -> bool {
+        const SPECIAL: [&str; 10] = [
+            "null", "true", "false", "~", "yes", "no", "on", "off", "y", "n",
+        ];
+        let Some(&first) = s.as_bytes().first() else {
+            return false;
+        };
+        if s.len() <= 8 && SPECIAL.iter().any(|w| s.eq_ignore_ascii_case(w)) {
+            return false;
+        }
+        if first.is_ascii_alphabetic() {
+            return !["inf", "infinity", "nan"]
+                .iter()
+                .any(|w| s.eq_ignore_ascii_case(w));
+        }
+        let unsigned = s.strip_prefix(['+', '-']).unwrap_or(s);
+        let lower = unsigned.get(..2).map(str::to_ascii_lowercase);
+        let number_like = matches!(lower.as_deref(), Some("0x" | "0o" | "0b"))
+            || unsigned.parse::<f64>().is_ok()
+            || unsigned.eq_ignore_ascii_case(".inf")
+            || unsigned.eq_ignore_ascii_case(".nan");
+        !number_like
+    }
+
+    #[test]
+    fn plain_is_string_agrees_with_its_reference() {
+        let words = [
+            "",
+            "~",
+            "null",
+            "Null",
+            "NULL",
+            "nUll",
+            "true",
+            "TRUE",
+            "False",
+            "yes",
+            "Yes",
+            "NO",
+            "on",
+            "Off",
+            "y",
+            "N",
+            "inf",
+            "Inf",
+            "-inf",
+            "+inf",
+            "+-inf",
+            "-+1",
+            "infinity",
+            "-Infinity",
+            "INFINITY",
+            "infinit",
+            "nan",
+            "NaN",
+            "-nan",
+            "+NaN",
+            ".inf",
+            "-.inf",
+            ".NaN",
+            "+.nan",
+            ".",
+            "-",
+            "+",
+            "0",
+            "-0",
+            "00",
+            "1",
+            "-1",
+            "+1",
+            "1.5",
+            "-1.5",
+            "1.",
+            ".5",
+            "1e3",
+            "1E3",
+            "1e+3",
+            "1e-3",
+            "-1e3",
+            "1e",
+            "e3",
+            "E",
+            "0x1f",
+            "0X1F",
+            "-0x1",
+            "0o17",
+            "0O7",
+            "0b101",
+            "0B1",
+            "0xg",
+            "0",
+            "8080",
+            "100m",
+            "128Mi",
+            "/etc",
+            "/tmp",
+            "1.2.3",
+            "1-2",
+            "12:30",
+            "-v",
+            "--flag",
+            "+x",
+            "é",
+            "-é",
+            "0é",
+            "1_000",
+            "∞",
+            "a",
+            "abc",
+            "fa",
+            "ya",
+            "nana",
+            "tEa",
+            "1fa",
+            "1ny",
+            "1inf",
+            "nan1",
+            "i",
+            "f",
+        ];
+        for w in words {
+            assert_eq!(plain_is_string(w), plain_is_string_reference(w), "{w:?}");
+        }
+        // Every short string over the bytes that matter.
+        let alphabet = b"0123456789.+-eEiInNfFtTyYaAxXoObBlLsSuU~_/m";
+        let mut buf = Vec::new();
+        for a in alphabet {
+            for b in alphabet {
+                for c in alphabet {
+                    buf.clear();
+                    buf.extend([*a, *b, *c]);
+                    for len in 1..=3 {
+                        let s = std::str::from_utf8(&buf[..len]).unwrap();
+                        assert_eq!(plain_is_string(s), plain_is_string_reference(s), "{s:?}");
+                    }
+                }
+            }
         }
     }
 }

@@ -7,7 +7,8 @@
 //! - [`manifest`]: reading YAML/JSON manifests (the only module with I/O besides [`cli`]).
 //! - [`report`]: text, JSON and SARIF output.
 //! - [`cli`]: the `canopyctl audit` command.
-//! - `generate` (feature `generate`): realistic generated objects for benchmarks.
+//! - `generate` (feature `generate`, and in unit tests): realistic generated objects for
+//!   benchmarks.
 #![forbid(unsafe_code)]
 
 pub mod catalogue;
@@ -16,7 +17,7 @@ mod engine;
 #[doc(hidden)]
 pub mod fast_yaml;
 mod finding;
-#[cfg(feature = "generate")]
+#[cfg(any(test, feature = "generate"))]
 pub mod generate;
 pub mod manifest;
 mod policy;
