@@ -355,7 +355,7 @@ mod tests {
             direction: LinkDirection::SeedDials as i32,
             ..req("x")
         };
-        assert!(validate(&seed_dials).unwrap_err().contains("leaf_url"));
+        assert!(validate(&seed_dials).unwrap_err().contains("seed-dials"));
         let bad_trunk = InterconnectRequested {
             trunk: "t.>".into(),
             ..req("x")
