@@ -12,6 +12,7 @@ use crate::domain::{self, AgentRow, InventoryOp, InventoryRow, Plan};
 mod audit;
 mod commands;
 mod health;
+mod interconnect;
 
 /// Every read-model table, children first: `rebuild` empties them all (add new tables here).
 pub const READ_MODELS: &[&str] = &[
@@ -26,6 +27,8 @@ pub const READ_MODELS: &[&str] = &[
     "remediations",
     "remediation_suppressions",
     "workload_recommendations",
+    // interconnect::TABLES
+    "interconnect_requests",
     // audit::TABLES
     "audit_findings",
     "audit_chunks",
@@ -112,6 +115,7 @@ pub async fn apply(tx: &mut Transaction<'_, Postgres>, plan: Plan) -> anyhow::Re
     audit::apply_policy(tx, plan.policy).await?;
     health::apply(tx, plan.health).await?;
     commands::apply(tx, plan.commands).await?;
+    interconnect::apply(tx, plan.interconnect).await?;
     apply_inventory(tx, plan.inventory).await
 }
 
@@ -510,6 +514,7 @@ mod tests {
             .iter()
             .chain(super::health::TABLES)
             .chain(super::commands::TABLES)
+            .chain(super::interconnect::TABLES)
         {
             assert!(
                 super::READ_MODELS.contains(t),

@@ -12,9 +12,11 @@ use canopy_kit::proto::event::v1::{
 pub mod audit;
 pub mod commands;
 pub mod health;
+pub mod interconnect;
 use audit::{AuditOp, PolicyOp};
 use commands::CommandOp;
 use health::HealthOp;
+use interconnect::InterconnectOp;
 
 /// One decoded event with its position in the stream.
 #[derive(Debug, Clone)]
@@ -88,6 +90,8 @@ pub struct Plan {
     pub health: Vec<HealthOp>,
     /// Command and schedule events, in stream order.
     pub commands: Vec<CommandOp>,
+    /// Interconnect requests, decisions and revocations, in stream order.
+    pub interconnect: Vec<InterconnectOp>,
     pub last_seq: u64,
 }
 
@@ -109,6 +113,10 @@ pub fn plan(events: Vec<Event>) -> Plan {
         }
         if let Some(op) = commands::plan(e.seq, &e.cluster_id, e.occurred_at, &e.body) {
             plan.commands.push(op);
+            continue;
+        }
+        if let Some(op) = interconnect::plan(e.seq, &e.cluster_id, e.occurred_at, &e.body) {
+            plan.interconnect.push(op);
             continue;
         }
         match e.body {

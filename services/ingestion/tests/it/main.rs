@@ -3,4 +3,5 @@
 
 mod audits;
 mod common;
+mod interconnects;
 mod projection;
