@@ -20,6 +20,7 @@ use canopy_kit::proto::api::v1::{
     event_service_server::{self, EventServiceServer},
     findings_service_server::{self, FindingsServiceServer},
     fleet_service_server::{self, FleetServiceServer},
+    interconnect_service_server::{self, InterconnectServiceServer},
     policy_service_server::{self, PolicyServiceServer},
     schedule_service_server::{self, ScheduleServiceServer},
 };
@@ -34,6 +35,7 @@ use crate::adapters::commands::{
     CommandControl, PgCommands,
     grpc::{CommandApi, ScheduleApi},
 };
+use crate::adapters::interconnect::{InterconnectApi, PgInterconnects};
 use crate::adapters::{
     EventLog, ReadModel,
     grpc::{EventApi, FleetApi},
@@ -164,6 +166,10 @@ impl App {
                     PgCommands::new(self.pool.clone()),
                     CommandControl::new(self.js.clone()),
                 )))
+                .add_service(InterconnectServiceServer::new(InterconnectApi::new(
+                    PgInterconnects::new(self.pool.clone()),
+                    CommandControl::new(self.js.clone()),
+                )))
                 .add_service(EventServiceServer::new(EventApi::new(
                     log,
                     shutdown.clone(),
@@ -253,6 +259,7 @@ async fn set_status(reporter: &HealthReporter, db: bool, nats: bool) {
         command_service_server::SERVICE_NAME,
         schedule_service_server::SERVICE_NAME,
         canopy_kit::proto::api::v1::health_service_server::SERVICE_NAME,
+        interconnect_service_server::SERVICE_NAME,
     ] {
         reporter.set_service_status(name, status(db && nats)).await;
     }

@@ -170,6 +170,22 @@ pub const METHODS: &[(&str, Access)] = &[
         "/canopy.api.v1.HealthService/RejectRemediation",
         role(Role::Operator),
     ),
+    (
+        "/canopy.api.v1.InterconnectService/ListInterconnects",
+        role(Role::Operator),
+    ),
+    (
+        "/canopy.api.v1.InterconnectService/ApproveInterconnect",
+        role(Role::Admin),
+    ),
+    (
+        "/canopy.api.v1.InterconnectService/RejectInterconnect",
+        role(Role::Admin),
+    ),
+    (
+        "/canopy.api.v1.InterconnectService/RevokeCluster",
+        role(Role::Admin),
+    ),
 ];
 
 /// The access rule of `method`, if it has one.

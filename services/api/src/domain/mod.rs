@@ -9,6 +9,7 @@ use canopy_kit::envelope::{EVENT_TYPES, resolve_event_type};
 
 pub mod audit;
 pub mod commands;
+pub mod interconnect;
 use canopy_kit::subject::{self, ClusterId};
 
 /// Clusters per page when the caller does not say.

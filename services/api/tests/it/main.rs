@@ -8,4 +8,5 @@ mod auth;
 mod events;
 mod fleet;
 mod health;
+mod interconnect;
 mod stack;
