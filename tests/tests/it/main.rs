@@ -5,5 +5,6 @@
 mod audit;
 mod commands;
 mod health;
+mod interconnects_api;
 mod isolation;
 mod mesh;
