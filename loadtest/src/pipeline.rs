@@ -181,7 +181,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         streams::ensure(&seed_js, &stream).await?;
     }
     let ids: Vec<ClusterId> = leaves.iter().map(|(c, _, _)| c.clone()).collect();
-    canopy_gateway_leafnode::reconcile_sources(&seed_js, &ids).await?;
+    canopy_gateway_leafnode::reconcile_sources(&seed_js, &ids, &[]).await?;
 
     let cfg = canopy_ingestion::config::Config::try_parse_from([
         "canopy-ingestion",

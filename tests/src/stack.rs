@@ -66,6 +66,16 @@ pub struct StackOptions {
     pub health_interval: Duration,
     /// Extra arguments of the doctor (e.g. `--playbook rollout-restart=auto`).
     pub doctor_args: Vec<String>,
+    /// Link each leaf through the interconnect flow (its gateway asks with its bootstrap
+    /// credential, the seed's gateway signs its link user once approved). Off: the leaves start
+    /// with pre-minted link credentials (`canopyctl nats init`) and the seed sources them by
+    /// `--leaf`.
+    pub interconnect: bool,
+    /// With `interconnect`: approve every leaf's request at start-up and wait for its link.
+    pub approve_interconnects: bool,
+    /// Put the leaves behind a trunk with this id: they send their requests to the trunk and
+    /// dial its leafnode port; the trunk dials the seed.
+    pub trunk: Option<String>,
 }
 
 impl StackOptions {
@@ -82,6 +92,9 @@ impl StackOptions {
             api_auth: false,
             health_interval: Duration::from_secs(2),
             doctor_args: vec!["--recovery-hold".to_owned(), "2s".to_owned()],
+            interconnect: true,
+            approve_interconnects: true,
+            trunk: None,
         }
     }
 }
@@ -98,6 +111,9 @@ pub struct Leaf {
     pub agent: Service,
     pub gateway: Service,
     pub fixture: Fixture,
+    /// The gateway's `--link-dir` (keys, request id, link credentials, `remotes.conf`) when
+    /// the leaf links through an interconnect.
+    pub link_dir: Option<PathBuf>,
 }
 
 /// The running mesh.
@@ -107,6 +123,8 @@ pub struct Stack {
     pub postgres: Postgres,
     pub database_url: String,
     pub seed: NatsProcess,
+    /// The trunk's nats-server, when the leaves are behind one.
+    pub trunk: Option<NatsProcess>,
     pub leaves: Vec<Leaf>,
     pub gateway: Service,
     pub ingestion: Service,
@@ -184,10 +202,29 @@ impl Stack {
         let seed_leaf_port = canopy_testkit::try_free_port()?;
         let seed = start_seed_nats_with(&dir, seed_leaf_port, &layout).await?;
         let seed_url = seed.client_url();
+        let trunk = match &opts.trunk {
+            Some(id) => Some(start_trunk_nats(&dir, id, seed_leaf_port, &layout).await?),
+            None => None,
+        };
+        // Where leaves ask and what they dial: the trunk when there is one, else the seed.
+        let (uplink_client_url, uplink_leaf_port) = match &trunk {
+            Some((t, port)) => (t.client_url(), *port),
+            None => (seed_url.clone(), seed_leaf_port),
+        };
 
         let mut leaves = Vec::new();
         for spec in &opts.leaves {
-            leaves.push(start_leaf(spec, &dir, seed_leaf_port, &opts, &layout).await?);
+            leaves.push(
+                start_leaf(
+                    spec,
+                    &dir,
+                    uplink_leaf_port,
+                    &uplink_client_url,
+                    &opts,
+                    &layout,
+                )
+                .await?,
+            );
         }
         let cluster_list = opts
             .leaves
@@ -206,6 +243,22 @@ impl Stack {
             e
         };
         let monitor_url = seed.monitor_url();
+        let signing_keys = layout.gateway_keys().display().to_string();
+        let gateway_sys = layout.seed_creds("gateway-sys").display().to_string();
+        let trunk_urls = match (&opts.trunk, &trunk) {
+            (Some(id), Some((t, _))) => format!("{id}={}", t.client_url()),
+            _ => String::new(),
+        };
+        let mut gateway_vars = vec![
+            ("CANOPY_GATEWAY_SIGNING_KEYS", signing_keys.as_str()),
+            ("CANOPY_GATEWAY_SYSTEM_CREDS", gateway_sys.as_str()),
+        ];
+        if !trunk_urls.is_empty() {
+            gateway_vars.push(("CANOPY_GATEWAY_TRUNK_URLS", trunk_urls.as_str()));
+        }
+        if !opts.interconnect {
+            gateway_vars.push(("CANOPY_GATEWAY_LEAVES", cluster_list.as_str()));
+        }
         let mut gateway = Service::new(
             "gateway-leafnode-seed",
             "canopy-gateway-leafnode",
@@ -217,7 +270,7 @@ impl Stack {
                 "--monitor-url",
                 &monitor_url,
             ],
-            nats_env("gateway", &[("CANOPY_GATEWAY_LEAVES", &cluster_list)]),
+            nats_env("gateway", &gateway_vars),
             &logs,
         )?;
         let mut ingestion = Service::new(
@@ -287,11 +340,12 @@ impl Stack {
         for service in [&mut ingestion, &mut api, &mut cnc, &mut doctor] {
             service.wait_ready().await?;
         }
-        Ok(Self {
+        let stack = Self {
             dir,
             postgres,
             database_url,
             seed,
+            trunk: trunk.map(|(t, _)| t),
             leaves,
             gateway,
             ingestion,
@@ -304,7 +358,103 @@ impl Stack {
             admin_token,
             seed_leaf_port,
             _tmp: tmp,
+        };
+        if opts.interconnect && opts.approve_interconnects {
+            for leaf in &stack.leaves {
+                stack
+                    .approve_interconnect(&leaf.cluster, "canopy-stack")
+                    .await?;
+            }
+            for leaf in &stack.leaves {
+                stack
+                    .wait_linked(&leaf.cluster, Duration::from_secs(60))
+                    .await?;
+            }
+        }
+        Ok(stack)
+    }
+
+    /// The request id the gateway of `cluster` asks with (from its link dir).
+    ///
+    /// # Errors
+    /// When the leaf does not link through an interconnect or has not asked in 30 s.
+    pub async fn request_id(&self, cluster: &str) -> anyhow::Result<String> {
+        let leaf = self
+            .leaves
+            .iter()
+            .find(|l| l.cluster == cluster)
+            .with_context(|| format!("no leaf cluster {cluster}"))?;
+        let dir = leaf
+            .link_dir
+            .clone()
+            .with_context(|| format!("{cluster} does not link through an interconnect"))?;
+        canopy_testkit::eventually(
+            Duration::from_secs(30),
+            &format!("the request id of {cluster}"),
+            || {
+                let path = dir.join("request-id");
+                async move {
+                    Ok(std::fs::read_to_string(path)
+                        .ok()
+                        .map(|s| s.trim().to_owned())
+                        .filter(|s| !s.is_empty()))
+                }
+            },
+        )
+        .await
+    }
+
+    /// Waits until the seed recorded `cluster`'s interconnect request, then records an admin's
+    /// approval on CONTROL (what the api's ApproveInterconnect publishes).
+    ///
+    /// # Errors
+    /// When the request is not recorded in 30 s or the approval cannot be published.
+    pub async fn approve_interconnect(&self, cluster: &str, by: &str) -> anyhow::Result<()> {
+        use canopy_kit::proto::event::v1::{InterconnectApproved, envelope::Body};
+        let request_id = self.request_id(cluster).await?;
+        self.wait_requested(cluster, &request_id).await?;
+        let client = self.seed.connect().await?;
+        let js = canopy_kit::nats::jetstream(client, None);
+        let id = canopy_kit::subject::ClusterId::parse(cluster)?;
+        let env = canopy_kit::envelope::new(
+            &id,
+            "canopy-stack",
+            Body::InterconnectApproved(InterconnectApproved {
+                request_id,
+                approved_by: by.to_owned(),
+                ..Default::default()
+            }),
+        );
+        canopy_kit::publish::publish(&js, &env).await?;
+        Ok(())
+    }
+
+    /// Waits until CONTROL holds `cluster`'s `InterconnectRequested` with `request_id`.
+    ///
+    /// # Errors
+    /// When it does not within 30 s.
+    pub async fn wait_requested(&self, cluster: &str, request_id: &str) -> anyhow::Result<()> {
+        let client = self.seed.connect().await?;
+        let js = canopy_kit::nats::jetstream(client, None);
+        canopy_testkit::wait_until(
+            Duration::from_secs(30),
+            &format!("the interconnect request of {cluster} on CONTROL"),
+            || interconnect_recorded(&js, cluster, request_id),
+        )
+        .await
+    }
+
+    /// Waits until the seed's (or the trunk's) nats-server holds a leafnode connection from
+    /// `cluster`.
+    ///
+    /// # Errors
+    /// When it does not within `timeout`.
+    pub async fn wait_linked(&self, cluster: &str, timeout: Duration) -> anyhow::Result<()> {
+        let addr = self.trunk.as_ref().unwrap_or(&self.seed).monitor_addr();
+        canopy_testkit::wait_until(timeout, &format!("the link of {cluster}"), || async move {
+            Ok(leafz_names(addr).await?.iter().any(|n| n == cluster))
         })
+        .await
     }
 
     /// `http://<api address>` for gRPC clients and `canopyctl --api`.
@@ -356,6 +506,9 @@ impl Stack {
         }
         for leaf in &mut self.leaves {
             note(leaf.nats.stop().await);
+        }
+        if let Some(trunk) = &mut self.trunk {
+            note(trunk.stop().await);
         }
         note(self.seed.stop().await);
         note(self.postgres.stop());
@@ -413,7 +566,7 @@ pub async fn start_seed_nats_with(
         ("CANOPY_LEAF_HOST", "127.0.0.1"),
         ("CANOPY_LEAF_PORT", &leaf_port.to_string()),
     ]));
-    let mut nats = start_nats("seed", dir, &vars).await?;
+    let mut nats = start_nats("seed", "seed", dir, &vars, None).await?;
     nats.set_connect_creds(layout.seed_creds("admin"));
     Ok(nats)
 }
@@ -447,25 +600,95 @@ pub async fn start_leaf_nats_with(
     seed_leaf_port: u16,
     layout: &Layout,
 ) -> anyhow::Result<NatsProcess> {
-    let mut vars = layout.leaf_env(cluster);
+    let account = layout
+        .leaf_accounts
+        .get(cluster)
+        .with_context(|| format!("no account for {cluster} in the layout"))?;
+    let remotes = canopy_auth::nats::remotes_conf(Some((
+        &format!("nats-leaf://127.0.0.1:{seed_leaf_port}"),
+        &layout.leaf_creds(cluster, "link"),
+        account,
+    )));
+    start_leaf_nats_inner(dir, cluster, layout, &remotes).await
+}
+
+/// Starts a trunk nats-server from `nats-config/trunk.conf` (JetStream domain `id`) dialling
+/// the seed's leafnode port; returns it and the leafnode port leaves dial.
+///
+/// # Errors
+/// When nats-server is missing or does not become healthy.
+pub async fn start_trunk_nats(
+    dir: &Path,
+    id: &str,
+    seed_leaf_port: u16,
+    layout: &Layout,
+) -> anyhow::Result<(NatsProcess, u16)> {
+    let leaf_port = canopy_testkit::try_free_port()?;
+    let mut vars = layout.trunk_env();
     vars.extend(env(&[
-        ("CANOPY_CLUSTER_ID", cluster),
+        ("CANOPY_TRUNK_ID", id),
+        ("CANOPY_LEAF_HOST", "127.0.0.1"),
+        ("CANOPY_LEAF_PORT", &leaf_port.to_string()),
         (
             "CANOPY_UPLINK_URL",
             &format!("nats-leaf://127.0.0.1:{seed_leaf_port}"),
         ),
     ]));
-    let mut nats = start_nats(cluster, dir, &vars).await?;
+    let mut nats = start_nats(id, "trunk", dir, &vars, None).await?;
+    nats.set_connect_creds(layout.seed_creds("admin"));
+    Ok((nats, leaf_port))
+}
+
+/// Starts the leaf nats-server of `cluster` without a link: its gateway asks for one
+/// (interconnect) and writes it to the returned `link/` folder.
+///
+/// # Errors
+/// When nats-server is missing or does not become healthy.
+pub async fn start_leaf_nats_unlinked(
+    dir: &Path,
+    cluster: &str,
+    layout: &Layout,
+) -> anyhow::Result<(NatsProcess, PathBuf)> {
+    let nats =
+        start_leaf_nats_inner(dir, cluster, layout, &canopy_auth::nats::remotes_conf(None)).await?;
+    Ok((nats, dir.join("nats-conf").join(cluster).join("link")))
+}
+
+async fn start_leaf_nats_inner(
+    dir: &Path,
+    cluster: &str,
+    layout: &Layout,
+    remotes: &str,
+) -> anyhow::Result<NatsProcess> {
+    let mut vars = layout.leaf_env(cluster);
+    vars.extend(env(&[("CANOPY_CLUSTER_ID", cluster)]));
+    let mut nats = start_nats(cluster, "leaf", dir, &vars, Some(remotes)).await?;
     nats.set_connect_creds(layout.leaf_creds(cluster, "admin"));
     Ok(nats)
 }
 
+/// Starts a nats-server of `name` on a copy of `nats-config/<conf>.conf` in
+/// `dir/nats-conf/<name>/` (a leaf's configuration includes `link/remotes.conf` beside it,
+/// written here as `remotes`).
 async fn start_nats(
     name: &str,
+    conf: &str,
     dir: &Path,
     extra: &[(String, String)],
+    remotes: Option<&str>,
 ) -> anyhow::Result<NatsProcess> {
-    let conf = if name == "seed" { "seed" } else { "leaf" };
+    let conf_dir = dir.join("nats-conf").join(name);
+    std::fs::create_dir_all(conf_dir.join("link"))?;
+    let config_file = conf_dir.join(format!("{conf}.conf"));
+    std::fs::copy(nats_config(conf), &config_file)
+        .with_context(|| format!("failed to copy nats-config/{conf}.conf"))?;
+    if let Some(remotes) = remotes {
+        let path = conf_dir.join("link").join("remotes.conf");
+        // A restarted server keeps the link its gateway wrote.
+        if !path.exists() {
+            std::fs::write(&path, remotes)?;
+        }
+    }
     let client_port = canopy_testkit::try_free_port()?;
     let monitor_port = canopy_testkit::try_free_port()?;
     let store = dir.join("nats").join(name);
@@ -483,7 +706,7 @@ async fn start_nats(
     vars.extend(extra.iter().cloned());
     NatsProcess::spawn(NatsOpts {
         name: name.to_owned(),
-        config_file: nats_config(conf),
+        config_file,
         env: vars,
         client_port,
         monitor_port,
@@ -496,36 +719,75 @@ async fn start_leaf(
     spec: &LeafSpec,
     dir: &Path,
     seed_leaf_port: u16,
+    seed_url: &str,
     opts: &StackOptions,
     layout: &Layout,
 ) -> anyhow::Result<Leaf> {
     let cluster = spec.cluster.as_str();
     let link = TcpProxy::start(SocketAddr::from(([127, 0, 0, 1], seed_leaf_port))).await?;
-    let nats = start_leaf_nats_with(dir, cluster, link.port(), layout).await?;
+    let (nats, link_dir) = if opts.interconnect {
+        let (nats, link_dir) = start_leaf_nats_unlinked(dir, cluster, layout).await?;
+        (nats, Some(link_dir))
+    } else {
+        (
+            start_leaf_nats_with(dir, cluster, link.port(), layout).await?,
+            None,
+        )
+    };
     let kube = FakeKube::start(spec.fixture.clone())
         .await
         .with_context(|| format!("failed to start the fake Kubernetes API of {cluster}"))?;
     let logs = dir.join("logs");
     let nats_url = nats.client_url();
-    let mut gateway = Service::new(
-        &format!("gateway-leafnode-{cluster}"),
-        "canopy-gateway-leafnode",
-        &["--role", "leaf", "--cluster-id", cluster],
-        env(&[
-            ("CANOPY_NATS_URL", &nats_url),
-            (
-                "CANOPY_NATS_CREDS",
-                &layout.leaf_creds(cluster, "gateway").display().to_string(),
-            ),
-        ]),
-        &logs,
-    )?;
     let labels = spec
         .labels
         .iter()
         .map(|(k, v)| format!("{k}={v}"))
         .collect::<Vec<_>>()
         .join(",");
+    let mut gateway_env = env(&[
+        ("CANOPY_NATS_URL", &nats_url),
+        (
+            "CANOPY_NATS_CREDS",
+            &layout.leaf_creds(cluster, "gateway").display().to_string(),
+        ),
+    ]);
+    if let Some(link_dir) = &link_dir {
+        gateway_env.extend(env(&[
+            ("CANOPY_GATEWAY_LINK_DIR", &link_dir.display().to_string()),
+            ("CANOPY_GATEWAY_BOOTSTRAP_URL", seed_url),
+            (
+                "CANOPY_GATEWAY_BOOTSTRAP_CREDS",
+                &layout
+                    .leaf_creds(cluster, "bootstrap")
+                    .display()
+                    .to_string(),
+            ),
+            (
+                "CANOPY_GATEWAY_UPLINK_URL",
+                &format!("nats-leaf://127.0.0.1:{}", link.port()),
+            ),
+            (
+                "CANOPY_GATEWAY_SYSTEM_CREDS",
+                &layout
+                    .leaf_creds(cluster, "gateway-sys")
+                    .display()
+                    .to_string(),
+            ),
+            ("CANOPY_GATEWAY_REQUEST_INTERVAL", "200ms"),
+            ("CANOPY_GATEWAY_LABELS", &labels),
+        ]));
+        if let Some(trunk) = &opts.trunk {
+            gateway_env.extend(env(&[("CANOPY_GATEWAY_TRUNK", trunk)]));
+        }
+    }
+    let mut gateway = Service::new(
+        &format!("gateway-leafnode-{cluster}"),
+        "canopy-gateway-leafnode",
+        &["--role", "leaf", "--cluster-id", cluster],
+        gateway_env,
+        &logs,
+    )?;
     let mut agent_env = env(&[
         ("CANOPY_NATS_URL", &nats_url),
         (
@@ -568,5 +830,62 @@ async fn start_leaf(
         agent,
         gateway,
         fixture: spec.fixture.clone(),
+        link_dir,
     })
+}
+
+/// Whether CONTROL holds `cluster`'s `InterconnectRequested` with `request_id`.
+async fn interconnect_recorded(
+    js: &async_nats::jetstream::Context,
+    cluster: &str,
+    request_id: &str,
+) -> anyhow::Result<bool> {
+    use async_nats::jetstream::consumer::{DeliverPolicy, pull::OrderedConfig};
+    use canopy_kit::proto::event::v1::envelope::Body;
+    use futures::StreamExt as _;
+    let stream = js.get_stream(canopy_kit::streams::CONTROL).await?;
+    let consumer = stream
+        .create_consumer(OrderedConfig {
+            filter_subject: "canopy.ctl.interconnect.requested".to_owned(),
+            deliver_policy: DeliverPolicy::All,
+            ..Default::default()
+        })
+        .await?;
+    let mut left = consumer.cached_info().num_pending;
+    let mut messages = consumer.messages().await?;
+    while left > 0 {
+        let Some(m) = tokio::time::timeout(Duration::from_secs(5), messages.next()).await? else {
+            break;
+        };
+        let m = m?;
+        left = m.info().map(|i| i.pending).unwrap_or(0);
+        let env = canopy_kit::envelope::decode(&m.subject, &m.payload)?;
+        if env.cluster_id == cluster
+            && matches!(&env.body, Some(Body::InterconnectRequested(r)) if r.request_id == request_id)
+        {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// The server names of the leafnode connections of the server whose monitoring endpoint is
+/// `addr` (`/leafz`).
+///
+/// # Errors
+/// When `/leafz` cannot be read.
+pub async fn leafz_names(addr: SocketAddr) -> anyhow::Result<Vec<String>> {
+    let (status, body) = canopy_testkit::http::get(addr, "/leafz", Duration::from_secs(5)).await?;
+    if status != 200 {
+        bail!("/leafz answered {status}");
+    }
+    let v: serde_json::Value = serde_json::from_str(&body)?;
+    Ok(v["leafs"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|l| l["name"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default())
 }

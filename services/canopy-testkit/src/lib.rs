@@ -20,7 +20,7 @@ use std::net::{Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-pub use eventually::eventually;
+pub use eventually::{eventually, wait_until};
 pub use fake_kube::{FakeKube, FakeKubeOptions, RecordedRequest};
 pub use fixture::Fixture;
 pub use nats::{NatsOpts, NatsProcess};

@@ -265,6 +265,11 @@ impl NatsProcess {
     }
 
     /// `http://127.0.0.1:<monitor_port>`.
+    /// The monitoring endpoint's address.
+    pub fn monitor_addr(&self) -> std::net::SocketAddr {
+        std::net::SocketAddr::from(([127, 0, 0, 1], self.opts.monitor_port))
+    }
+
     pub fn monitor_url(&self) -> String {
         format!("http://127.0.0.1:{}", self.opts.monitor_port)
     }

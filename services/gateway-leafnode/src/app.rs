@@ -1,16 +1,16 @@
 //! Wiring of both roles: stream setup, source reconciliation, link monitoring, CONTROL consumer.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use async_nats::jetstream::{self, Message};
+use async_nats::jetstream;
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use canopy_kit::consumer::{self, BatchHandler, ConsumerSpec};
 use canopy_kit::health::HealthServer;
 use canopy_kit::streams;
 
@@ -75,7 +75,64 @@ async fn run_seed(
     for stream in streams::seed_streams() {
         streams::ensure(js, &stream).await?;
     }
-    reconcile_sources(js, &cfg.leaves).await?;
+    reconcile_sources(js, &cfg.leaves, &[]).await?;
+    let watched: Arc<Mutex<BTreeMap<String, bool>>> = Arc::new(Mutex::new(
+        cfg.leaves.iter().map(|c| (c.to_string(), false)).collect(),
+    ));
+    let (ready_tx, mut ready_rx) = tokio::sync::watch::channel(false);
+    let interconnects = match &cfg.signing_keys {
+        Some(dir) => {
+            let signer = canopy_auth::nats::LinkSigner::load(dir)?;
+            let mut resolvers = Vec::new();
+            match &cfg.system_creds {
+                Some(creds) => {
+                    resolvers.push((
+                        "seed".to_owned(),
+                        crate::interconnect::system_client(&cfg.nats.url, creds).await?,
+                    ));
+                    for t in &cfg.trunk_urls {
+                        let (name, url) = t.split_once('=').with_context(|| {
+                            format!("--trunk-url {t:?}: expected name=nats://host:port")
+                        })?;
+                        resolvers.push((
+                            format!("trunk {name}"),
+                            crate::interconnect::system_client(url, creds).await?,
+                        ));
+                    }
+                }
+                None => warn!(
+                    "no --system-creds: revoked link users are not pushed to the resolvers \
+                     (their sources are still removed)"
+                ),
+            }
+            let seed = crate::interconnect::Seed {
+                signer,
+                link_validity: cfg.link_validity,
+                resolvers,
+                static_leaves: cfg.leaves.clone(),
+                watched: watched.clone(),
+            };
+            Some(tokio::spawn(crate::interconnect::run(
+                seed,
+                client.clone(),
+                js.clone(),
+                ready_tx,
+                shutdown.clone(),
+            )))
+        }
+        None => {
+            warn!("no --signing-keys: interconnect requests are not answered");
+            ready_tx.send_replace(true);
+            None
+        }
+    };
+    // Ready once the interconnects are rebuilt from CONTROL (sources of approved leaves added).
+    while !*ready_rx.borrow_and_update() {
+        tokio::select! {
+            () = shutdown.cancelled() => return Ok(()),
+            changed = ready_rx.changed() => if changed.is_err() { break; },
+        }
+    }
     readiness.set_ready(true);
     let leafz = cfg
         .monitor_url
@@ -88,24 +145,31 @@ async fn run_seed(
         LinkWatch {
             every: cfg.link_check_interval,
             leafz,
-            leaves: cfg.leaves.iter().map(ToString::to_string).collect(),
+            leaves: watched,
             debounce: crate::links::Debounce::new(cfg.link_up_after, cfg.link_down_after),
         },
         shutdown.clone(),
     ));
-    let spec = ConsumerSpec {
-        filter_subjects: vec!["canopy.ctl.interconnect.>".to_owned()],
-        ..ConsumerSpec::new(streams::CONTROL, "gateway-leafnode")
+    let result = match interconnects {
+        Some(task) => match task.await {
+            Ok(r) => r,
+            Err(e) => Err(anyhow::anyhow!("the interconnect task failed: {e}")),
+        },
+        None => {
+            shutdown.cancelled().await;
+            Ok(())
+        }
     };
-    let result = consumer::run(js, &spec, &mut ControlHandler, shutdown).await;
     monitor.abort();
     result
 }
 
-/// Adds a FLEET_EVENTS source for every approved leaf that has none.
+/// Adds a FLEET_EVENTS source for every approved leaf that has none, and removes the sources of
+/// revoked clusters.
 pub async fn reconcile_sources(
     js: &jetstream::Context,
     approved: &[canopy_kit::subject::ClusterId],
+    revoked: &[canopy_kit::subject::ClusterId],
 ) -> anyhow::Result<()> {
     let mut stream = js
         .get_stream(streams::FLEET_EVENTS)
@@ -118,28 +182,19 @@ pub async fn reconcile_sources(
         .config
         .clone();
     let existing = config.sources.clone().unwrap_or_default();
-    if let Some((all, added)) = domain::missing_sources(&existing, approved) {
+    if let Some((all, added, removed)) = domain::wanted_sources(&existing, approved, revoked) {
         config.sources = Some(all);
         js.update_stream(config)
             .await
-            .context("failed to add sources to FLEET_EVENTS")?;
+            .context("failed to update the sources of FLEET_EVENTS")?;
         for c in added {
             info!(cluster = %c, "FLEET_EVENTS now sources the cluster's EVENTS");
         }
+        for c in removed {
+            info!(cluster = %c, "FLEET_EVENTS no longer sources the cluster's EVENTS");
+        }
     }
     Ok(())
-}
-
-/// Interconnect events arrive here; approvals are handled by the interconnect flow.
-struct ControlHandler;
-
-impl BatchHandler for ControlHandler {
-    async fn handle(&mut self, batch: &[Message]) -> anyhow::Result<()> {
-        for m in batch {
-            info!(subject = %m.subject, "control event");
-        }
-        Ok(())
-    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -177,7 +232,8 @@ struct LinkWatch {
     every: Duration,
     /// The seed nats-server's monitoring address, for `/leafz`.
     leafz: Option<SocketAddr>,
-    leaves: Vec<String>,
+    /// Clusters to watch → whether the link goes through a trunk (then only its source tells).
+    leaves: Arc<Mutex<BTreeMap<String, bool>>>,
     debounce: crate::links::Debounce,
 }
 
@@ -206,8 +262,16 @@ async fn monitor_links(
         if let Some(addr) = watch.leafz {
             match crate::links::connected_leaves(addr).await {
                 Ok(connected) => {
-                    for cluster in &watch.leaves {
-                        observed.insert(cluster.clone(), connected.contains(cluster));
+                    let leaves = watch
+                        .leaves
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .clone();
+                    for (cluster, via_trunk) in leaves {
+                        if !via_trunk {
+                            let up = connected.contains(&cluster);
+                            observed.insert(cluster, up);
+                        }
                     }
                 }
                 Err(e) => {
@@ -319,6 +383,71 @@ async fn run_leaf(
     streams::ensure(js, &streams::leaf_commands(cluster, &cfg.seed_domain)).await?;
     streams::ensure(js, &streams::leaf_policies(cluster, &cfg.seed_domain)).await?;
     readiness.set_ready(true);
-    shutdown.cancelled().await;
-    Ok(())
+    match leaf_link(cfg, cluster)? {
+        Some(link) => crate::leaf_link::run(link, shutdown.clone()).await,
+        None => {
+            info!(
+                "no --link-dir: this leaf does not ask to be linked (its remote is configured by hand)"
+            );
+            shutdown.cancelled().await;
+            Ok(())
+        }
+    }
+}
+
+/// The leaf's interconnect settings, when `--link-dir` is given.
+fn leaf_link(
+    cfg: &Config,
+    cluster: &canopy_kit::subject::ClusterId,
+) -> anyhow::Result<Option<crate::leaf_link::LeafLink>> {
+    let Some(link_dir) = cfg.link_dir.clone() else {
+        return Ok(None);
+    };
+    for (missing, flag) in [
+        (cfg.bootstrap_url.is_none(), "--bootstrap-url"),
+        (cfg.bootstrap_creds.is_none(), "--bootstrap-creds"),
+        (cfg.uplink_url.is_none(), "--uplink-url"),
+        (cfg.system_creds.is_none(), "--system-creds"),
+    ] {
+        if missing {
+            anyhow::bail!("--link-dir needs {flag} too");
+        }
+    }
+    let own_creds = cfg
+        .nats
+        .creds
+        .as_ref()
+        .context("--link-dir needs --nats-creds (the remote binds the account of this user)")?;
+    let account = own_account(own_creds)?;
+    let mut labels = HashMap::new();
+    for l in &cfg.labels {
+        let (k, v) =
+            canopy_kit::labels::parse(l).map_err(|e| anyhow::anyhow!("--label {l:?}: {e}"))?;
+        labels.insert(k, v);
+    }
+    Ok(Some(crate::leaf_link::LeafLink {
+        cluster: cluster.clone(),
+        link_dir,
+        bootstrap_url: cfg.bootstrap_url.clone().unwrap_or_default(),
+        bootstrap_creds: cfg.bootstrap_creds.clone().unwrap_or_default(),
+        uplink_url: cfg.uplink_url.clone().unwrap_or_default(),
+        nats_url: cfg.nats.url.clone(),
+        system_creds: cfg.system_creds.clone().unwrap_or_default(),
+        account,
+        direction: canopy_kit::proto::event::v1::LinkDirection::LeafDials,
+        trunk: cfg.trunk.as_ref().map(ToString::to_string),
+        leaf_url: None,
+        labels,
+        request_interval: cfg.request_interval,
+    }))
+}
+
+/// The account of the user in `creds` (the leaf's own account).
+fn own_account(creds: &std::path::Path) -> anyhow::Result<String> {
+    use canopy_auth::nats::jwt;
+    let text = std::fs::read_to_string(creds)
+        .with_context(|| format!("failed to read {}", creds.display()))?;
+    let (token, _) = jwt::parse_creds(&text)?;
+    let claims: jwt::Claims<jwt::UserClaims> = jwt::decode(&token)?;
+    Ok(claims.nats.issuer_account)
 }

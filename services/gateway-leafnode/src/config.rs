@@ -1,5 +1,6 @@
 //! gateway-leafnode's configuration.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use canopy_kit::config::{HttpArgs, NatsArgs, TelemetryArgs};
@@ -25,9 +26,55 @@ pub struct Config {
     /// Leaf role: this cluster's id (also its JetStream domain).
     #[arg(long, env = "CANOPY_GATEWAY_CLUSTER_ID")]
     pub cluster_id: Option<ClusterId>,
-    /// Seed role: clusters whose events the seed sources (comma-separated or repeated).
+    /// Seed role: clusters sourced without an interconnect request, e.g. linked with
+    /// credentials from `canopyctl nats init` (comma-separated or repeated). Approved
+    /// interconnects need no entry here.
     #[arg(long = "leaf", env = "CANOPY_GATEWAY_LEAVES", value_delimiter = ',')]
     pub leaves: Vec<ClusterId>,
+    /// Seed role: the folder with what link users and revocations are signed with
+    /// (`seed/gateway-keys` of `canopyctl nats init`). Without it, interconnect requests are
+    /// not answered.
+    #[arg(long, env = "CANOPY_GATEWAY_SIGNING_KEYS")]
+    pub signing_keys: Option<PathBuf>,
+    /// System-account credentials: seed role, to push revocations to the seed's (and trunks')
+    /// resolver; leaf role, to reload the leaf's nats-server after writing its remote.
+    #[arg(long, env = "CANOPY_GATEWAY_SYSTEM_CREDS")]
+    pub system_creds: Option<PathBuf>,
+    /// Seed role: client URLs of trunks whose resolvers also get revocations
+    /// (`name=nats://host:port`, comma-separated or repeated).
+    #[arg(
+        long = "trunk-url",
+        env = "CANOPY_GATEWAY_TRUNK_URLS",
+        value_delimiter = ','
+    )]
+    pub trunk_urls: Vec<String>,
+    /// Seed role: how long link credentials are valid; leaves renew them at half-life.
+    #[arg(long, env = "CANOPY_GATEWAY_LINK_VALIDITY", default_value = "30d", value_parser = humantime::parse_duration)]
+    pub link_validity: Duration,
+    /// Leaf role: the `link/` folder beside the leaf nats-server's configuration (keys, request
+    /// id, link credentials, `remotes.conf`). Without it the leaf does not ask to be linked.
+    #[arg(long, env = "CANOPY_GATEWAY_LINK_DIR")]
+    pub link_dir: Option<PathBuf>,
+    /// Leaf role: client URL of the seed (or trunk) that interconnect requests go to.
+    #[arg(long, env = "CANOPY_GATEWAY_BOOTSTRAP_URL")]
+    pub bootstrap_url: Option<String>,
+    /// Leaf role: the bootstrap credential (`leaves/<cluster>/bootstrap.creds`): it may only
+    /// send this cluster's request.
+    #[arg(long, env = "CANOPY_GATEWAY_BOOTSTRAP_CREDS")]
+    pub bootstrap_creds: Option<PathBuf>,
+    /// Leaf role: `nats-leaf://host:port` of the seed's or trunk's leafnode listener, dialled
+    /// once approved.
+    #[arg(long, env = "CANOPY_GATEWAY_UPLINK_URL")]
+    pub uplink_url: Option<String>,
+    /// Leaf role: the trunk the link goes through (its id), if any.
+    #[arg(long, env = "CANOPY_GATEWAY_TRUNK")]
+    pub trunk: Option<ClusterId>,
+    /// Leaf role: labels sent with the request (`k=v`, comma-separated or repeated).
+    #[arg(long = "label", env = "CANOPY_GATEWAY_LABELS", value_delimiter = ',')]
+    pub labels: Vec<String>,
+    /// Leaf role: how often a pending request is asked again.
+    #[arg(long, env = "CANOPY_GATEWAY_REQUEST_INTERVAL", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub request_interval: Duration,
     /// JetStream domain of the seed.
     #[arg(long, env = "CANOPY_GATEWAY_SEED_DOMAIN", default_value = "seed")]
     pub seed_domain: String,

@@ -61,6 +61,13 @@ async fn main() -> anyhow::Result<()> {
         stack = Stack::start(opts) => stack?,
         _ = shutdown_signal() => anyhow::bail!("interrupted during start-up"),
     };
+    for leaf in &stack.leaves {
+        let request = stack.request_id(&leaf.cluster).await?;
+        eprintln!(
+            "  approved the interconnect request {request} of {} at start-up: its link is up",
+            leaf.cluster
+        );
+    }
     eprintln!(
         "all services ready in {:.1}s; waiting for the clusters to report",
         started.elapsed().as_secs_f64()

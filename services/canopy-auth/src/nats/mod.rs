@@ -13,14 +13,19 @@
 //! keys/*.nk                         seeds (0600): operator, SYS, CANOPY, LEAF-<cluster>
 //! seed/resolver/<account>.jwt       full resolver dir of the seed (SYS, CANOPY)
 //! seed/nats.env                     CANOPY_NATS_* variables for nats-config/seed.conf
-//! seed/<user>.creds                 gateway, ingestion, api, cnc, doctor, admin, sys
+//! seed/<user>.creds                 gateway, gateway-sys, ingestion, api, cnc, doctor, admin, sys
+//! seed/gateway-keys/                what the seed's gateway signs link users and revocations with
+//! trunk/resolver/, trunk/nats.env   for nats-config/trunk.conf; trunk/link.creds its seed link
 //! leaves/<c>/resolver/<account>.jwt full resolver dir of leaf <c> (SYS, LEAF-<c>)
 //! leaves/<c>/nats.env               variables for nats-config/leaf.conf
-//! leaves/<c>/<user>.creds           agent, gateway, admin (leaf); link, bootstrap (seed)
+//! leaves/<c>/<user>.creds           agent, gateway, gateway-sys, admin (leaf); bootstrap (seed);
+//!                                   link (seed): a pre-approved link for tests and benchmarks —
+//!                                   a deployed leaf gets its link through the interconnect flow
 //! ```
 
 pub mod jwt;
 pub mod perms;
+pub mod sealed;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -83,9 +88,32 @@ impl Account {
         exp: Option<i64>,
     ) -> anyhow::Result<Creds> {
         let user = KeyPair::new_user();
-        let jwt = jwt::encode(
+        let jwt = self.user_jwt(name, &user.public_key(), permissions, connection_types, exp)?;
+        Ok(Creds {
+            public_key: user.public_key(),
+            jwt,
+            seed: user
+                .seed()
+                .map_err(|e| anyhow::anyhow!("failed to encode a user seed: {e}"))?,
+        })
+    }
+
+    /// The JWT of a user whose key pair someone else holds (`user_public_key`, `U...`).
+    ///
+    /// # Errors
+    /// When the key is not a user public key, or signing fails.
+    pub fn user_jwt(
+        &self,
+        name: &str,
+        user_public_key: &str,
+        permissions: Permissions,
+        connection_types: &[&str],
+        exp: Option<i64>,
+    ) -> anyhow::Result<String> {
+        check_user_key(user_public_key)?;
+        jwt::encode(
             &self.signing,
-            &user.public_key(),
+            user_public_key,
             name,
             now(),
             exp,
@@ -102,14 +130,7 @@ impl Account {
                 kind: "user".into(),
                 version: 2,
             },
-        )?;
-        Ok(Creds {
-            public_key: user.public_key(),
-            jwt,
-            seed: user
-                .seed()
-                .map_err(|e| anyhow::anyhow!("failed to encode a user seed: {e}"))?,
-        })
+        )
     }
 
     /// A user from the permission table.
@@ -208,22 +229,48 @@ impl Authority {
     /// # Errors
     /// When signing fails.
     pub fn account_jwt_issued_at(&self, account: &Account, iat: i64) -> anyhow::Result<String> {
-        jwt::encode(
+        account_jwt_signed(
             &self.operator_signing,
-            &account.public_key(),
-            &account.name,
-            iat,
-            None,
-            AccountClaims {
-                limits: AccountLimits::unlimited(account.jetstream),
-                signing_keys: vec![account.signing.public_key()],
-                revocations: account.revocations.clone(),
-                default_permissions: Permissions::default(),
-                kind: "account".into(),
-                version: 2,
+            &AccountParts {
+                name: &account.name,
+                public_key: &account.public_key(),
+                signing_public_key: &account.signing.public_key(),
+                jetstream: account.jetstream,
+                revocations: &account.revocations,
             },
+            iat,
         )
     }
+}
+
+struct AccountParts<'a> {
+    name: &'a str,
+    public_key: &'a str,
+    signing_public_key: &'a str,
+    jetstream: bool,
+    revocations: &'a BTreeMap<String, i64>,
+}
+
+fn account_jwt_signed(
+    operator_signing: &KeyPair,
+    account: &AccountParts<'_>,
+    iat: i64,
+) -> anyhow::Result<String> {
+    jwt::encode(
+        operator_signing,
+        account.public_key,
+        account.name,
+        iat,
+        None,
+        AccountClaims {
+            limits: AccountLimits::unlimited(account.jetstream),
+            signing_keys: vec![account.signing_public_key.to_owned()],
+            revocations: account.revocations.clone(),
+            default_permissions: Permissions::default(),
+            kind: "account".into(),
+            version: 2,
+        },
+    )
 }
 
 /// What [`init`] wrote, for callers that start the servers themselves.
@@ -274,7 +321,8 @@ impl Layout {
         ]
     }
 
-    /// The variables `nats-config/leaf.conf` reads for operator mode and its link.
+    /// The variables `nats-config/leaf.conf` reads for operator mode (its link is in the
+    /// `link/remotes.conf` that gateway-leafnode writes once approved, see [`remotes_conf`]).
     pub fn leaf_env(&self, cluster: &str) -> Vec<(String, String)> {
         vec![
             (
@@ -292,15 +340,43 @@ impl Layout {
                     .display()
                     .to_string(),
             ),
+        ]
+    }
+
+    /// The variables `nats-config/trunk.conf` reads for operator mode and its link to the seed.
+    pub fn trunk_env(&self) -> Vec<(String, String)> {
+        vec![
             (
-                "CANOPY_NATS_ACCOUNT".into(),
-                self.leaf_accounts.get(cluster).cloned().unwrap_or_default(),
+                "CANOPY_NATS_OPERATOR_JWT".into(),
+                self.operator_jwt.display().to_string(),
             ),
+            (
+                "CANOPY_NATS_SYSTEM_ACCOUNT".into(),
+                self.system_account.clone(),
+            ),
+            (
+                "CANOPY_NATS_RESOLVER_DIR".into(),
+                self.dir
+                    .join("trunk")
+                    .join("resolver")
+                    .display()
+                    .to_string(),
+            ),
+            ("CANOPY_NATS_ACCOUNT".into(), self.canopy_account.clone()),
             (
                 "CANOPY_UPLINK_CREDS".into(),
-                self.leaf_creds(cluster, "link").display().to_string(),
+                self.dir
+                    .join("trunk")
+                    .join("link.creds")
+                    .display()
+                    .to_string(),
             ),
         ]
+    }
+
+    /// `seed/gateway-keys`: what the seed's gateway-leafnode signs with ([`LinkSigner`]).
+    pub fn gateway_keys(&self) -> PathBuf {
+        self.seed_dir().join("gateway-keys")
     }
 }
 
@@ -345,17 +421,55 @@ pub fn init(dir: &Path, authority: &Authority, clusters: &[String]) -> anyhow::R
             ),
         ],
     )?;
-    for spec in perms::USERS
-        .iter()
-        .filter(|u| u.home == Home::Seed && !matches!(u.name, "link" | "bootstrap"))
-    {
-        let creds = authority.canopy.table_user(spec, "")?;
+    for spec in perms::USERS.iter().filter(|u| {
+        (u.home == Home::Seed && !matches!(u.name, "link" | "bootstrap" | "trunk"))
+            || u.home == Home::SeedSystem
+    }) {
+        let account = if spec.home == Home::SeedSystem {
+            &authority.system
+        } else {
+            &authority.canopy
+        };
+        let creds = account.table_user(spec, "")?;
         write(
             &seed.join(format!("{}.creds", spec.name)),
             &creds.file_text(),
             true,
         )?;
     }
+    // What the seed's gateway-leafnode signs link users and revocations with.
+    let gateway_keys = seed.join("gateway-keys");
+    write_seed(
+        &gateway_keys.join("operator-signing.nk"),
+        &authority.operator_signing,
+    )?;
+    write_seed(
+        &gateway_keys.join("CANOPY-signing.nk"),
+        &authority.canopy.signing,
+    )?;
+    write(
+        &gateway_keys.join("CANOPY.pub"),
+        &format!("{}\n", authority.canopy.public_key()),
+        false,
+    )?;
+    // A trunk trusts the same operator and serves the Canopy account to its leaves.
+    let trunk = dir.join("trunk");
+    write_resolver(
+        &trunk.join("resolver"),
+        &[
+            (&authority.system.public_key(), &sys_jwt),
+            (
+                &authority.canopy.public_key(),
+                &authority.account_jwt(&authority.canopy)?,
+            ),
+        ],
+    )?;
+    let trunk_spec = perms::spec(Home::Seed, "trunk").context("trunk user missing from table")?;
+    write(
+        &trunk.join("link.creds"),
+        &authority.canopy.table_user(trunk_spec, "")?.file_text(),
+        true,
+    )?;
     for extra in SEED_EXTRA {
         let creds = match *extra {
             "admin" => authority.canopy.user("admin", perms::admin(), &[], None)?,
@@ -393,8 +507,15 @@ pub fn init(dir: &Path, authority: &Authority, clusters: &[String]) -> anyhow::R
                 (&account.public_key(), &authority.account_jwt(&account)?),
             ],
         )?;
-        for spec in perms::USERS.iter().filter(|u| u.home == Home::Leaf) {
-            let creds = account.table_user(spec, cluster)?;
+        for spec in perms::USERS
+            .iter()
+            .filter(|u| matches!(u.home, Home::Leaf | Home::LeafSystem))
+        {
+            let creds = if spec.home == Home::LeafSystem {
+                authority.system.table_user(spec, cluster)?
+            } else {
+                account.table_user(spec, cluster)?
+            };
             write(
                 &leaf.join(format!("{}.creds", spec.name)),
                 &creds.file_text(),
@@ -417,6 +538,11 @@ pub fn init(dir: &Path, authority: &Authority, clusters: &[String]) -> anyhow::R
             .insert(cluster.clone(), account.public_key());
     }
     write(&seed.join("nats.env"), &env_file(&layout.seed_env()), false)?;
+    write(
+        &trunk.join("nats.env"),
+        &env_file(&layout.trunk_env()),
+        false,
+    )?;
     for cluster in clusters {
         write(
             &layout.leaf_dir(cluster).join("nats.env"),
@@ -425,6 +551,111 @@ pub fn init(dir: &Path, authority: &Authority, clusters: &[String]) -> anyhow::R
         )?;
     }
     Ok(layout)
+}
+
+/// Rejects anything but a user public nkey (`U` + 55 base32 characters, valid checksum).
+///
+/// # Errors
+/// When `key` is not a user public key.
+pub fn check_user_key(key: &str) -> anyhow::Result<()> {
+    match KeyPair::from_public_key(key) {
+        Ok(k) if k.key_pair_type() == nkeys::KeyPairType::User => Ok(()),
+        _ => bail!("{key:?} is not a NATS user public key (U...)"),
+    }
+}
+
+/// The `remotes` list a leaf's `nats-config/leaf.conf` includes from `link/remotes.conf`, next
+/// to the configuration file: none (not linked yet) or one remote dialling `url` with the link
+/// credentials `creds`, bound to the leaf's own `account`.
+pub fn remotes_conf(link: Option<(&str, &Path, &str)>) -> String {
+    match link {
+        None => "# Not linked yet: gateway-leafnode writes the remote once the interconnect is approved.\nremotes: []\n".to_owned(),
+        Some((url, creds, account)) => format!(
+            "# Written by gateway-leafnode after the interconnect was approved.\nremotes: [\n  {{ url: {url:?}, credentials: {:?}, account: {account:?} }}\n]\n",
+            creds.display().to_string()
+        ),
+    }
+}
+
+/// What the seed's gateway-leafnode signs with: the Canopy account's signing key (link users)
+/// and the operator's signing key (the Canopy account JWT with its revocations). [`init`]
+/// writes them to `seed/gateway-keys/`.
+#[derive(Debug)]
+pub struct LinkSigner {
+    pub operator_signing: KeyPair,
+    pub canopy: Account,
+}
+
+impl LinkSigner {
+    /// Loads `dir` (`operator-signing.nk`, `CANOPY-signing.nk`, `CANOPY.pub`).
+    ///
+    /// # Errors
+    /// When a file is missing or holds no valid key.
+    pub fn load(dir: &Path) -> anyhow::Result<Self> {
+        let public = std::fs::read_to_string(dir.join("CANOPY.pub"))
+            .with_context(|| format!("failed to read {}", dir.join("CANOPY.pub").display()))?;
+        let identity = KeyPair::from_public_key(public.trim()).map_err(|e| {
+            anyhow::anyhow!(
+                "{} holds no account key: {e}",
+                dir.join("CANOPY.pub").display()
+            )
+        })?;
+        Ok(Self {
+            operator_signing: read_seed(&dir.join("operator-signing.nk"))?,
+            canopy: Account {
+                name: "CANOPY".to_owned(),
+                identity,
+                signing: read_seed(&dir.join("CANOPY-signing.nk"))?,
+                jetstream: true,
+                revocations: BTreeMap::new(),
+            },
+        })
+    }
+
+    /// The JWT of `cluster`'s link user (its own subjects and delivery prefix only), for the key
+    /// the leaf generated, valid until `exp`.
+    ///
+    /// # Errors
+    /// When the cluster id or key is invalid, or signing fails.
+    pub fn link_jwt(
+        &self,
+        cluster: &str,
+        user_public_key: &str,
+        exp: i64,
+    ) -> anyhow::Result<String> {
+        check_cluster(cluster)?;
+        let spec = perms::spec(Home::Seed, "link").context("link user missing from table")?;
+        self.canopy.user_jwt(
+            &format!("link-{cluster}"),
+            user_public_key,
+            perms::permissions(spec, cluster),
+            &[spec.connection],
+            Some(exp),
+        )
+    }
+
+    /// The Canopy account JWT refusing `revoked` users (public key → revoked at, unix seconds),
+    /// issued at `iat` (a resolver takes only a newer one).
+    ///
+    /// # Errors
+    /// When signing fails.
+    pub fn canopy_account_jwt(
+        &self,
+        revoked: &BTreeMap<String, i64>,
+        iat: i64,
+    ) -> anyhow::Result<String> {
+        account_jwt_signed(
+            &self.operator_signing,
+            &AccountParts {
+                name: &self.canopy.name,
+                public_key: &self.canopy.public_key(),
+                signing_public_key: &self.canopy.signing.public_key(),
+                jetstream: true,
+                revocations: revoked,
+            },
+            iat,
+        )
+    }
 }
 
 /// Rejects cluster ids that are not a plain subject token of lowercase letters, digits and `-`.

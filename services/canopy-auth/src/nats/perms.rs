@@ -17,6 +17,11 @@ pub enum Home {
     Seed,
     /// A leaf's own account on the leaf's nats-server.
     Leaf,
+    /// The system account (`SYS`), on the seed and on trunks: configuration reloads and account
+    /// JWT updates only.
+    SeedSystem,
+    /// The system account on a leaf's nats-server: configuration reloads only.
+    LeafSystem,
 }
 
 /// One row of the table.
@@ -62,11 +67,29 @@ pub const USERS: &[UserSpec] = &[
         home: Home::Seed,
         inbox: "canopy-gateway-leafnode",
         connection: "STANDARD",
-        publish: &["canopy.ctl.link.>", "canopy.ctl.interconnect.>"],
-        subscribe: &[],
+        publish: &[
+            "canopy.ctl.link.>",
+            "canopy.ctl.interconnect.requested",
+            "_INBOX_canopy-bootstrap.*.>",
+        ],
+        subscribe: &["canopy.interconnect.request.*"],
         reads: SEED_STREAMS,
         owns: SEED_STREAMS,
-        purpose: "creates the seed streams, adds and removes FLEET_EVENTS sources, reports links",
+        purpose: "creates the seed streams, answers interconnect requests (records them, hands \
+                  approved leaves their sealed link credentials), adds and removes FLEET_EVENTS \
+                  sources, reports links",
+    },
+    UserSpec {
+        name: "gateway-sys",
+        home: Home::SeedSystem,
+        inbox: "canopy-gateway-sys",
+        connection: "STANDARD",
+        publish: &["$SYS.REQ.CLAIMS.UPDATE", "$SYS.REQ.SERVER.*.RELOAD"],
+        subscribe: &[],
+        reads: &[],
+        owns: &[],
+        purpose: "pushes the Canopy account JWT with revoked link users to the seed and trunks, \
+                  reloads the seed after adding a remote to a leaf",
     },
     UserSpec {
         name: "ingestion",
@@ -97,6 +120,9 @@ pub const USERS: &[UserSpec] = &[
             "canopy.ctl.schedule.deleted",
             "canopy.ctl.remediation.approved",
             "canopy.ctl.remediation.rejected",
+            "canopy.ctl.interconnect.approved",
+            "canopy.ctl.interconnect.rejected",
+            "canopy.ctl.interconnect.revoked",
             "canopy.audit.action.recorded",
         ],
         subscribe: &[],
@@ -159,6 +185,17 @@ pub const USERS: &[UserSpec] = &[
         purpose: "creates the leaf streams (EVENTS, COMMANDS and POLICIES sourced from the seed)",
     },
     UserSpec {
+        name: "gateway-sys",
+        home: Home::LeafSystem,
+        inbox: "canopy-gateway-sys",
+        connection: "STANDARD",
+        publish: &["$SYS.REQ.SERVER.*.RELOAD"],
+        subscribe: &[],
+        reads: &[],
+        owns: &[],
+        purpose: "reloads the leaf's nats-server after writing its leafnode remote",
+    },
+    UserSpec {
         name: "link",
         home: Home::Seed,
         inbox: "*",
@@ -186,11 +223,41 @@ pub const USERS: &[UserSpec] = &[
         purpose: "the leaf's link to the seed: only its own EVENTS source, commands and policy",
     },
     UserSpec {
+        name: "trunk",
+        home: Home::Seed,
+        inbox: "*",
+        connection: "LEAFNODE",
+        publish: &[
+            "canopy.deliver.*.>",
+            "$JSC.R.>",
+            "$JS.seed.API.CONSUMER.CREATE.COMMANDS.*.canopy.cmd.*.>",
+            "$JS.seed.API.CONSUMER.CREATE.POLICIES.*.canopy.pol.*.>",
+            "$JS.seed.API.CONSUMER.DELETE.COMMANDS.*",
+            "$JS.seed.API.CONSUMER.DELETE.POLICIES.*",
+            "$JS.FC.COMMANDS.>",
+            "$JS.FC.POLICIES.>",
+            "canopy.interconnect.request.*",
+        ],
+        subscribe: &[
+            "$JS.*.API.CONSUMER.CREATE.EVENTS",
+            "$JS.*.API.CONSUMER.CREATE.EVENTS.>",
+            "$JS.*.API.CONSUMER.DELETE.EVENTS.>",
+            "$JS.FC.EVENTS.>",
+            "$JSC.R.>",
+            "canopy.down.*.>",
+            "_INBOX_canopy-bootstrap.*.>",
+        ],
+        reads: &[],
+        owns: &[],
+        purpose: "a trunk's link to the seed: relays its leaves' links (each leaf's own link user \
+                  on the trunk limits it to its cluster) and their interconnect requests",
+    },
+    UserSpec {
         name: "bootstrap",
         home: Home::Seed,
-        inbox: "canopy-bootstrap-{cluster}",
+        inbox: "canopy-bootstrap.{cluster}",
         connection: "STANDARD",
-        publish: &["canopy.ctl.interconnect.requested"],
+        publish: &["canopy.interconnect.request.{cluster}"],
         subscribe: &[],
         reads: &[],
         owns: &[],
