@@ -130,6 +130,8 @@ fn code(r: Result<impl std::fmt::Debug, tonic::Status>) -> Code {
 async fn admins_approve_reject_and_revoke_interconnects() -> anyhow::Result<()> {
     let mut opts = StackOptions::new(vec![LeafSpec::new("prod-eu", Fixture::load("prod-eu")?)]);
     opts.api_auth = true;
+    // The leaf links with pre-minted credentials: CONTROL holds only this test's interconnects.
+    opts.interconnect = false;
     let stack = Stack::start(opts).await?;
     let js = jetstream::new(stack.seed.connect().await?);
 
