@@ -21,6 +21,7 @@ use canopy_kit::proto::api::v1::{
     event_service_server::{self, EventServiceServer},
     findings_service_server::{self, FindingsServiceServer},
     fleet_service_server::{self, FleetServiceServer},
+    interconnect_service_server::{self, InterconnectServiceServer},
     policy_service_server::{self, PolicyServiceServer},
     schedule_service_server::{self, ScheduleServiceServer},
 };
@@ -35,6 +36,7 @@ use crate::adapters::commands::{
     CommandControl, PgCommands,
     grpc::{CommandApi, ScheduleApi},
 };
+use crate::adapters::interconnect::{InterconnectApi, PgInterconnects};
 use crate::adapters::trail::{JetStreamTrail, TrailApi};
 use crate::adapters::{
     EventLog, ReadModel,
@@ -196,6 +198,13 @@ impl App {
                     ))
                     .max_decoding_message_size(max),
                 )
+                .add_service(
+                    InterconnectServiceServer::new(InterconnectApi::new(
+                        PgInterconnects::new(self.pool.clone()),
+                        CommandControl::new(self.js.clone()),
+                    ))
+                    .max_decoding_message_size(max),
+                )
                 .serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned()),
         );
         info!(%addr, "serving gRPC");
@@ -281,6 +290,7 @@ async fn set_status(reporter: &HealthReporter, db: bool, nats: bool) {
         schedule_service_server::SERVICE_NAME,
         canopy_kit::proto::api::v1::health_service_server::SERVICE_NAME,
         audit_trail_service_server::SERVICE_NAME,
+        interconnect_service_server::SERVICE_NAME,
     ] {
         reporter.set_service_status(name, status(db && nats)).await;
     }

@@ -200,6 +200,22 @@ pub const METHODS: &[(&str, Access)] = &[
     ),
     ("/canopy.api.v1.AuditTrailService/List", role(Role::Admin)),
     ("/canopy.api.v1.AuditTrailService/Verify", role(Role::Admin)),
+    (
+        "/canopy.api.v1.InterconnectService/ListInterconnects",
+        role(Role::Operator),
+    ),
+    (
+        "/canopy.api.v1.InterconnectService/ApproveInterconnect",
+        mutating(Role::Admin),
+    ),
+    (
+        "/canopy.api.v1.InterconnectService/RejectInterconnect",
+        mutating(Role::Admin),
+    ),
+    (
+        "/canopy.api.v1.InterconnectService/RevokeCluster",
+        mutating(Role::Admin),
+    ),
 ];
 
 /// The access rule of `method`, if it has one.

@@ -96,6 +96,9 @@ pub enum Command {
     /// The audit trail of the API (admins): `list` what was recorded, `verify` its hash chain.
     #[command(subcommand)]
     Trail(crate::commands::trail::TrailCommand),
+    /// Leaf clusters asking to join the fleet; approve or reject their requests.
+    #[command(subcommand)]
+    Interconnects(crate::commands::interconnects::InterconnectsCommand),
     /// Audit Kubernetes manifests offline (files, directories, `-` for stdin), e.g. in CI.
     /// Exits 1 when a finding reaches --fail-on, 2 on unreadable input.
     Audit(canopy_audit::cli::AuditArgs),
@@ -107,6 +110,8 @@ pub enum ClustersCommand {
     List(ListClustersArgs),
     /// One cluster, with its inventory by kind.
     Get(GetClusterArgs),
+    /// Revoke an approved cluster: its link is refused from now on and no command reaches it.
+    Revoke(crate::commands::interconnects::RevokeClusterArgs),
 }
 
 #[derive(Debug, Args)]

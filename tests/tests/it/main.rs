@@ -6,6 +6,7 @@ mod audit;
 mod commands;
 mod health;
 mod interconnect;
+mod interconnects_api;
 mod isolation;
 mod mesh;
 mod trail;

@@ -14,6 +14,7 @@ pub mod audit;
 pub mod commands;
 pub mod grpc;
 pub mod health;
+pub mod interconnect;
 pub mod jetstream;
 #[cfg(test)]
 pub mod memory;

@@ -12,6 +12,7 @@ use super::{EventLogError, ReadModelError};
 use crate::domain;
 use crate::domain::audit::AuditError;
 use crate::domain::commands::CommandError;
+use crate::domain::interconnect::InterconnectError;
 
 impl From<domain::Error> for Status {
     fn from(e: domain::Error) -> Self {
@@ -68,6 +69,20 @@ impl From<CommandError> for Status {
             CommandError::Invalid { .. } => Status::invalid_argument(e.to_string()),
             CommandError::NotFound(_) | CommandError::ScheduleNotFound(_) => {
                 Status::not_found(e.to_string())
+            }
+        }
+    }
+}
+
+impl From<InterconnectError> for Status {
+    fn from(e: InterconnectError) -> Self {
+        match e {
+            InterconnectError::Invalid { .. } => Status::invalid_argument(e.to_string()),
+            InterconnectError::NotFound(_) | InterconnectError::ClusterNotFound(_) => {
+                Status::not_found(e.to_string())
+            }
+            InterconnectError::NotPending { .. } | InterconnectError::NotApproved { .. } => {
+                Status::failed_precondition(e.to_string())
             }
         }
     }

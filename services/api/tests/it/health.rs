@@ -26,6 +26,7 @@ const COMMANDS: &str = "canopy.api.v1.CommandService";
 const SCHEDULES: &str = "canopy.api.v1.ScheduleService";
 const HEALTH: &str = "canopy.api.v1.HealthService";
 const TRAIL: &str = "canopy.api.v1.AuditTrailService";
+const INTERCONNECTS: &str = "canopy.api.v1.InterconnectService";
 
 async fn status(channel: &Channel, service: &str) -> anyhow::Result<ServingStatus> {
     let response = HealthClient::new(channel.clone())
@@ -42,7 +43,24 @@ async fn serves_health_and_reflection() -> anyhow::Result<()> {
     let stack = Stack::start().await?;
     let channel = stack.channel().await?;
     for service in [
-        "", FLEET, EVENTS, FINDINGS, POLICY, COMMANDS, SCHEDULES, HEALTH, TRAIL,
+        "",
+        FLEET,
+        EVENTS,
+        FINDINGS,
+        POLICY,
+        COMMANDS,
+        SCHEDULES,
+        HEALTH,
+        TRAIL,
+        "",
+        FLEET,
+        EVENTS,
+        FINDINGS,
+        POLICY,
+        COMMANDS,
+        SCHEDULES,
+        HEALTH,
+        INTERCONNECTS,
     ] {
         assert_eventually!(
             WAIT,
@@ -74,6 +92,7 @@ async fn serves_health_and_reflection() -> anyhow::Result<()> {
             FINDINGS,
             FLEET,
             HEALTH,
+            INTERCONNECTS,
             POLICY,
             SCHEDULES,
             "grpc.health.v1.Health",

@@ -8,5 +8,6 @@ mod auth;
 mod events;
 mod fleet;
 mod health;
+mod interconnect;
 mod stack;
 mod trail;

@@ -1,4 +1,4 @@
-//! `canopyctl clusters list|get`.
+//! `canopyctl clusters list|get` (`clusters revoke` is in `interconnects`).
 
 use chrono::Utc;
 
@@ -12,9 +12,9 @@ use crate::error::CliError;
 use crate::output::{self, ClusterJson, ClusterListJson};
 
 pub async fn run(ctx: &Context, cmd: ClustersCommand) -> Result<(), CliError> {
-    let mut client = FleetServiceClient::new(ctx.unary_channel().await?);
     match cmd {
         ClustersCommand::List(args) => {
+            let mut client = FleetServiceClient::new(ctx.unary_channel().await?);
             let mut clusters = Vec::new();
             let mut page_token = String::new();
             loop {
@@ -47,6 +47,7 @@ pub async fn run(ctx: &Context, cmd: ClustersCommand) -> Result<(), CliError> {
             output::emit(&text)?;
         }
         ClustersCommand::Get(args) => {
+            let mut client = FleetServiceClient::new(ctx.unary_channel().await?);
             let cluster = client
                 .get_cluster(GetClusterRequest {
                     cluster_id: args.id,
@@ -59,6 +60,7 @@ pub async fn run(ctx: &Context, cmd: ClustersCommand) -> Result<(), CliError> {
             };
             output::emit(&text)?;
         }
+        ClustersCommand::Revoke(args) => super::interconnects::revoke(ctx, args).await?,
     }
     Ok(())
 }

@@ -7,6 +7,7 @@ pub mod derogations;
 pub mod events;
 pub mod findings;
 pub mod health;
+pub mod interconnects;
 pub mod nats;
 pub mod policy;
 pub mod token;
@@ -40,6 +41,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Commands(cmd) => cmd::commands(&ctx, cmd).await,
         Command::Schedules(cmd) => cmd::schedules(&ctx, cmd).await,
         Command::Trail(cmd) => trail::run(&ctx, cmd).await,
+        Command::Interconnects(cmd) => interconnects::run(&ctx, cmd).await,
         Command::Audit(args) => {
             let code = canopy_audit::cli::run(
                 &args,

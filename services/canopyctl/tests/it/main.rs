@@ -7,6 +7,7 @@ mod clusters;
 mod errors;
 mod events;
 mod findings;
+mod interconnects;
 #[path = "../../../api/tests/it/stack.rs"]
 mod stack;
 

@@ -12,6 +12,7 @@ use crate::domain::{self, AgentRow, InventoryOp, InventoryRow, Plan};
 mod audit;
 mod commands;
 mod health;
+mod interconnect;
 mod trail;
 
 /// Every read-model table, children first: `rebuild` empties them all (add new tables here).
@@ -29,6 +30,8 @@ pub const READ_MODELS: &[&str] = &[
     "remediations",
     "remediation_suppressions",
     "workload_recommendations",
+    // interconnect::TABLES
+    "interconnect_requests",
     // audit::TABLES
     "audit_findings",
     "audit_chunks",
@@ -116,6 +119,7 @@ pub async fn apply(tx: &mut Transaction<'_, Postgres>, plan: Plan) -> anyhow::Re
     health::apply(tx, plan.health).await?;
     commands::apply(tx, plan.commands).await?;
     trail::apply(tx, plan.trail).await?;
+    interconnect::apply(tx, plan.interconnect).await?;
     apply_inventory(tx, plan.inventory).await
 }
 
@@ -515,6 +519,7 @@ mod tests {
             .chain(super::health::TABLES)
             .chain(super::commands::TABLES)
             .chain(super::trail::TABLES)
+            .chain(super::interconnect::TABLES)
         {
             assert!(
                 super::READ_MODELS.contains(t),

@@ -12,10 +12,12 @@ use canopy_kit::proto::event::v1::{
 pub mod audit;
 pub mod commands;
 pub mod health;
+pub mod interconnect;
 pub mod trail;
 use audit::{AuditOp, PolicyOp};
 use commands::CommandOp;
 use health::HealthOp;
+use interconnect::InterconnectOp;
 
 /// One decoded event with its position in the stream.
 #[derive(Debug, Clone)]
@@ -91,6 +93,8 @@ pub struct Plan {
     pub commands: Vec<CommandOp>,
     /// Audit-trail records (AUDIT_TRAIL), in stream order.
     pub trail: Vec<trail::TrailRow>,
+    /// Interconnect requests, decisions and revocations, in stream order.
+    pub interconnect: Vec<InterconnectOp>,
     pub last_seq: u64,
 }
 
@@ -122,6 +126,10 @@ pub fn plan(events: Vec<Event>) -> Plan {
                     requested,
                 });
             }
+            continue;
+        }
+        if let Some(op) = interconnect::plan(e.seq, &e.cluster_id, e.occurred_at, &e.body) {
+            plan.interconnect.push(op);
             continue;
         }
         match e.body {

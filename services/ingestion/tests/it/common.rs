@@ -117,6 +117,7 @@ impl Env {
             "SELECT row_to_json(t)::text FROM agents t ORDER BY cluster_id",
             "SELECT row_to_json(t)::text FROM inventory t ORDER BY cluster_id, kind, namespace, name",
             "SELECT row_to_json(t)::text FROM inventory_snapshots t ORDER BY cluster_id",
+            "SELECT row_to_json(t)::text FROM interconnect_requests t ORDER BY request_id",
         ] {
             for row in sqlx::query(sql).fetch_all(&self.pool).await? {
                 out.push(row.get::<String, _>(0));

@@ -3,6 +3,7 @@
 
 mod audits;
 mod common;
+mod interconnects;
 mod projection;
 mod remediations;
 mod trail;
