@@ -30,6 +30,13 @@ impl App {
         if cfg.role == Role::Leaf && cfg.cluster_id.is_none() {
             anyhow::bail!("--cluster-id (CANOPY_GATEWAY_CLUSTER_ID) is required with --role leaf");
         }
+        if cfg.role == Role::Leaf
+            && let Some(dir) = &cfg.link_dir
+        {
+            // The leaf's nats-server includes link/remotes.conf: it must exist before that
+            // server can start, unlinked until the interconnect is approved.
+            crate::leaf_link::init_link_dir(dir)?;
+        }
         let client = canopy_kit::nats::connect(&cfg.nats, "canopy-gateway-leafnode").await?;
         let js = canopy_kit::nats::jetstream(client.clone(), None);
         let health = HealthServer::bind(cfg.http.http_addr).await?;

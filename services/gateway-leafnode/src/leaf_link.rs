@@ -244,6 +244,20 @@ async fn ask(
     }
 }
 
+/// Creates `dir` and an unlinked `remotes.conf` in it when there is none.
+///
+/// # Errors
+/// When they cannot be written.
+pub fn init_link_dir(dir: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("failed to create {}", dir.display()))?;
+    let path = dir.join("remotes.conf");
+    if !path.exists() {
+        std::fs::write(&path, remotes_conf(None))
+            .with_context(|| format!("failed to write {}", path.display()))?;
+    }
+    Ok(())
+}
+
 /// The identity in `dir`, created on first use.
 fn identity(dir: &Path) -> anyhow::Result<Identity> {
     let user_path = dir.join("link-user.nk");
