@@ -250,7 +250,7 @@ async fn push_revocations(shared: &Shared) {
             .last_iat
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let now = chrono_now_s().max(*last + 1);
+        let now = now_s().max(*last + 1);
         *last = now;
         now
     };
@@ -456,7 +456,7 @@ async fn answer(
 /// Signs the link user of an approved request and seals its JWT to the leaf.
 fn credentials(shared: &Shared, r: &interconnect::Request) -> anyhow::Result<InterconnectReply> {
     let validity = i64::try_from(shared.seed.link_validity.as_secs()).unwrap_or(i64::MAX);
-    let exp = chrono_now_s().saturating_add(validity);
+    let exp = now_s().saturating_add(validity);
     let jwt = shared
         .seed
         .signer
@@ -474,7 +474,8 @@ fn credentials(shared: &Shared, r: &interconnect::Request) -> anyhow::Result<Int
     })
 }
 
-fn chrono_now_s() -> i64 {
+/// Unix seconds now.
+pub(crate) fn now_s() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))

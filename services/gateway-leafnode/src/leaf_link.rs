@@ -31,6 +31,8 @@ use canopy_kit::subject::ClusterId;
 use nkeys::KeyPair;
 use prost::Message as _;
 use tokio_util::sync::CancellationToken;
+
+use crate::interconnect::now_s;
 use tracing::{debug, error, info, warn};
 
 /// What the leaf side needs.
@@ -399,10 +401,4 @@ fn write_secret(path: &Path, text: &str) -> anyhow::Result<()> {
         .and_then(|()| f.sync_all())
         .with_context(|| format!("failed to write {}", tmp.display()))?;
     std::fs::rename(&tmp, path).with_context(|| format!("failed to write {}", path.display()))
-}
-
-fn now_s() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }

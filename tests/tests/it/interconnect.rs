@@ -47,6 +47,27 @@ async fn fleet_events_of(stack: &Stack, cluster: &str) -> anyhow::Result<u64> {
     Ok(consumer.cached_info().num_pending)
 }
 
+/// Records `cluster`'s revocation and waits until its link and its FLEET_EVENTS source are gone.
+async fn revoke_and_wait_unlinked(stack: &Stack, cluster: &str) -> anyhow::Result<()> {
+    publish_control(
+        stack,
+        cluster,
+        Body::ClusterRevoked(ClusterRevoked {
+            revoked_by: "admin".into(),
+            reason: "decommissioned".into(),
+        }),
+    )
+    .await?;
+    wait_until(LONG, &format!("{cluster}'s link dropped"), || async {
+        Ok(!linked(stack, cluster).await?)
+    })
+    .await?;
+    wait_until(LONG, &format!("{cluster}'s source removed"), || async {
+        Ok(!sourced(stack, cluster).await?)
+    })
+    .await
+}
+
 async fn linked(stack: &Stack, cluster: &str) -> anyhow::Result<bool> {
     let addr = stack.trunk.as_ref().unwrap_or(&stack.seed).monitor_addr();
     Ok(canopy_e2e::leafz_names(addr)
@@ -156,23 +177,7 @@ async fn a_leaf_links_only_once_approved_a_rejected_one_never_and_a_revoked_one_
     assert!(!b_dir.join("link.creds").exists());
 
     // Revoked: the link drops, the source goes, the seed's resolver refuses the link user.
-    publish_control(
-        &stack,
-        "prod-eu",
-        Body::ClusterRevoked(ClusterRevoked {
-            revoked_by: "admin".into(),
-            reason: "decommissioned".into(),
-        }),
-    )
-    .await?;
-    wait_until(LONG, "prod-eu's link dropped", || async {
-        Ok(!linked(&stack, "prod-eu").await?)
-    })
-    .await?;
-    wait_until(LONG, "prod-eu's source removed", || async {
-        Ok(!sourced(&stack, "prod-eu").await?)
-    })
-    .await?;
+    revoke_and_wait_unlinked(&stack, "prod-eu").await?;
     let sys = async_nats::ConnectOptions::new()
         .credentials_file(stack.nats_auth.seed_creds("sys"))
         .await?
@@ -245,22 +250,6 @@ async fn leaves_link_through_a_trunk_and_a_revocation_reaches_the_trunk() -> any
     )
     .await?;
 
-    publish_control(
-        &stack,
-        "prod-eu",
-        Body::ClusterRevoked(ClusterRevoked {
-            revoked_by: "admin".into(),
-            reason: "decommissioned".into(),
-        }),
-    )
-    .await?;
-    wait_until(LONG, "prod-eu's link to the trunk dropped", || async {
-        Ok(!linked(&stack, "prod-eu").await?)
-    })
-    .await?;
-    wait_until(LONG, "prod-eu's source removed", || async {
-        Ok(!sourced(&stack, "prod-eu").await?)
-    })
-    .await?;
+    revoke_and_wait_unlinked(&stack, "prod-eu").await?;
     stack.shutdown().await
 }
