@@ -24,6 +24,9 @@ pub struct LeafSpec {
     pub fixture: Fixture,
     /// The cluster's labels (`--label k=v` of its agent).
     pub labels: Vec<(String, String)>,
+    /// With `interconnect`: the seed's dialer dials this leaf's listener (seed-dials) instead of
+    /// the leaf dialling the seed.
+    pub seed_dials: bool,
 }
 
 impl LeafSpec {
@@ -32,7 +35,14 @@ impl LeafSpec {
             cluster: cluster.to_owned(),
             fixture,
             labels: Vec::new(),
+            seed_dials: false,
         }
+    }
+
+    /// The seed dials this leaf.
+    pub fn seed_dialed(mut self) -> Self {
+        self.seed_dials = true;
+        self
     }
 
     pub fn with_label(mut self, key: &str, value: &str) -> Self {
@@ -104,9 +114,12 @@ impl StackOptions {
 pub struct Leaf {
     pub cluster: String,
     pub nats: NatsProcess,
-    /// The leafnode link to the seed goes through this proxy: `cut()` takes the link down with
-    /// both servers still running, `restore()` lets the leaf reconnect.
+    /// The leafnode link to the seed goes through this proxy (from the dialer to the leaf's
+    /// listener when the seed dials): `cut()` takes the link down with both servers still
+    /// running, `restore()` lets them reconnect.
     pub link: TcpProxy,
+    /// The seed's dialer dials this leaf.
+    pub seed_dialed: bool,
     pub kube: FakeKube,
     pub agent: Service,
     pub gateway: Service,
@@ -125,6 +138,8 @@ pub struct Stack {
     pub seed: NatsProcess,
     /// The trunk's nats-server, when the leaves are behind one.
     pub trunk: Option<NatsProcess>,
+    /// The seed's dialer, when a leaf is seed-dialed.
+    pub dialer: Option<NatsProcess>,
     pub leaves: Vec<Leaf>,
     pub gateway: Service,
     pub ingestion: Service,
@@ -206,6 +221,11 @@ impl Stack {
             Some(id) => Some(start_trunk_nats(&dir, id, seed_leaf_port, &layout).await?),
             None => None,
         };
+        let dialer = if opts.interconnect && opts.leaves.iter().any(|l| l.seed_dials) {
+            Some(start_dialer_nats(&dir, &layout).await?)
+        } else {
+            None
+        };
         // Where leaves ask and what they dial: the trunk when there is one, else the seed.
         let (uplink_client_url, uplink_leaf_port) = match &trunk {
             Some((t, port)) => (t.client_url(), *port),
@@ -258,6 +278,21 @@ impl Stack {
         }
         if !opts.interconnect {
             gateway_vars.push(("CANOPY_GATEWAY_LEAVES", cluster_list.as_str()));
+        }
+        let dial_dir = dir
+            .join("nats-conf")
+            .join("dialer")
+            .join("dial")
+            .display()
+            .to_string();
+        let dialer_url = dialer.as_ref().map(NatsProcess::client_url);
+        let seed_leaf_url = format!("nats-leaf://127.0.0.1:{seed_leaf_port}");
+        if let Some(url) = &dialer_url {
+            gateway_vars.extend([
+                ("CANOPY_GATEWAY_DIAL_DIR", dial_dir.as_str()),
+                ("CANOPY_GATEWAY_DIALER_URL", url.as_str()),
+                ("CANOPY_GATEWAY_SEED_LEAF_URL", seed_leaf_url.as_str()),
+            ]);
         }
         let mut gateway = Service::new(
             "gateway-leafnode-seed",
@@ -346,6 +381,7 @@ impl Stack {
             database_url,
             seed,
             trunk: trunk.map(|(t, _)| t),
+            dialer,
             leaves,
             gateway,
             ingestion,
@@ -444,13 +480,27 @@ impl Stack {
         .await
     }
 
-    /// Waits until the seed's (or the trunk's) nats-server holds a leafnode connection from
-    /// `cluster`.
+    /// The monitoring address of the server `cluster`'s leaf links to: the dialer when the
+    /// seed dials it, else the trunk when there is one, else the seed.
+    pub fn link_monitor(&self, cluster: &str) -> SocketAddr {
+        let dialed = self
+            .leaves
+            .iter()
+            .any(|l| l.cluster == cluster && l.seed_dialed);
+        match (&self.dialer, &self.trunk) {
+            (Some(d), _) if dialed => d.monitor_addr(),
+            (_, Some(t)) => t.monitor_addr(),
+            _ => self.seed.monitor_addr(),
+        }
+    }
+
+    /// Waits until the server `cluster` links to ([`Stack::link_monitor`]) holds a leafnode
+    /// connection from it.
     ///
     /// # Errors
     /// When it does not within `timeout`.
     pub async fn wait_linked(&self, cluster: &str, timeout: Duration) -> anyhow::Result<()> {
-        let addr = self.trunk.as_ref().unwrap_or(&self.seed).monitor_addr();
+        let addr = self.link_monitor(cluster);
         canopy_testkit::wait_until(timeout, &format!("the link of {cluster}"), || async move {
             Ok(leafz_names(addr).await?.iter().any(|n| n == cluster))
         })
@@ -509,6 +559,9 @@ impl Stack {
         }
         if let Some(trunk) = &mut self.trunk {
             note(trunk.stop().await);
+        }
+        if let Some(dialer) = &mut self.dialer {
+            note(dialer.stop().await);
         }
         note(self.seed.stop().await);
         note(self.postgres.stop());
@@ -639,6 +692,26 @@ pub async fn start_trunk_nats(
     Ok((nats, leaf_port))
 }
 
+/// Starts the seed's dialer from `nats-config/dialer.conf`, with no remotes yet (the seed's
+/// gateway writes them to `dir/nats-conf/dialer/dial/`); `connect()` uses the seed's system
+/// user.
+///
+/// # Errors
+/// When nats-server is missing or does not become healthy.
+pub async fn start_dialer_nats(dir: &Path, layout: &Layout) -> anyhow::Result<NatsProcess> {
+    let empty = canopy_auth::nats::dialer_remotes_conf(&[]);
+    let mut nats = start_nats(
+        "dialer",
+        "dialer",
+        dir,
+        &layout.dialer_env(),
+        Some(("dial", &empty)),
+    )
+    .await?;
+    nats.set_connect_creds(layout.seed_creds("sys"));
+    Ok(nats)
+}
+
 /// Starts the leaf nats-server of `cluster` without a link: its gateway asks for one
 /// (interconnect) and writes it to the returned `link/` folder.
 ///
@@ -649,8 +722,21 @@ pub async fn start_leaf_nats_unlinked(
     cluster: &str,
     layout: &Layout,
 ) -> anyhow::Result<(NatsProcess, PathBuf)> {
-    let nats =
-        start_leaf_nats_inner(dir, cluster, layout, &canopy_auth::nats::remotes_conf(None)).await?;
+    start_leaf_nats_linkable(dir, cluster, layout, &canopy_auth::nats::remotes_conf(None)).await
+}
+
+/// [`start_leaf_nats_unlinked`] with `remotes` as its first `link/remotes.conf` (e.g. the
+/// listener of a seed-dialed leaf).
+///
+/// # Errors
+/// When nats-server is missing or does not become healthy.
+pub async fn start_leaf_nats_linkable(
+    dir: &Path,
+    cluster: &str,
+    layout: &Layout,
+    remotes: &str,
+) -> anyhow::Result<(NatsProcess, PathBuf)> {
+    let nats = start_leaf_nats_inner(dir, cluster, layout, remotes).await?;
     Ok((nats, dir.join("nats-conf").join(cluster).join("link")))
 }
 
@@ -662,28 +748,29 @@ async fn start_leaf_nats_inner(
 ) -> anyhow::Result<NatsProcess> {
     let mut vars = layout.leaf_env(cluster);
     vars.extend(env(&[("CANOPY_CLUSTER_ID", cluster)]));
-    let mut nats = start_nats(cluster, "leaf", dir, &vars, Some(remotes)).await?;
+    let mut nats = start_nats(cluster, "leaf", dir, &vars, Some(("link", remotes))).await?;
     nats.set_connect_creds(layout.leaf_creds(cluster, "admin"));
     Ok(nats)
 }
 
 /// Starts a nats-server of `name` on a copy of `nats-config/<conf>.conf` in
-/// `dir/nats-conf/<name>/` (a leaf's configuration includes `link/remotes.conf` beside it,
-/// written here as `remotes`).
+/// `dir/nats-conf/<name>/` (a leaf's configuration includes `link/remotes.conf` beside it, the
+/// dialer's `dial/remotes.conf`: `include` = (that folder, its first text)).
 async fn start_nats(
     name: &str,
     conf: &str,
     dir: &Path,
     extra: &[(String, String)],
-    remotes: Option<&str>,
+    include: Option<(&str, &str)>,
 ) -> anyhow::Result<NatsProcess> {
     let conf_dir = dir.join("nats-conf").join(name);
-    std::fs::create_dir_all(conf_dir.join("link"))?;
+    std::fs::create_dir_all(&conf_dir)?;
     let config_file = conf_dir.join(format!("{conf}.conf"));
     std::fs::copy(nats_config(conf), &config_file)
         .with_context(|| format!("failed to copy nats-config/{conf}.conf"))?;
-    if let Some(remotes) = remotes {
-        let path = conf_dir.join("link").join("remotes.conf");
+    if let Some((folder, remotes)) = include {
+        std::fs::create_dir_all(conf_dir.join(folder))?;
+        let path = conf_dir.join(folder).join("remotes.conf");
         // A restarted server keeps the link its gateway wrote.
         if !path.exists() {
             std::fs::write(&path, remotes)?;
@@ -724,8 +811,26 @@ async fn start_leaf(
     layout: &Layout,
 ) -> anyhow::Result<Leaf> {
     let cluster = spec.cluster.as_str();
-    let link = TcpProxy::start(SocketAddr::from(([127, 0, 0, 1], seed_leaf_port))).await?;
-    let (nats, link_dir) = if opts.interconnect {
+    let seed_dialed = opts.interconnect && spec.seed_dials;
+    // A seed-dialed leaf listens; the dialer reaches it through the proxy.
+    let listen_port = canopy_testkit::try_free_port()?;
+    let listen = format!("127.0.0.1:{listen_port}");
+    let link_target = if seed_dialed {
+        listen_port
+    } else {
+        seed_leaf_port
+    };
+    let link = TcpProxy::start(SocketAddr::from(([127, 0, 0, 1], link_target))).await?;
+    let (nats, link_dir) = if seed_dialed {
+        let (nats, link_dir) = start_leaf_nats_linkable(
+            dir,
+            cluster,
+            layout,
+            &canopy_auth::nats::leaf_listener_conf(&listen),
+        )
+        .await?;
+        (nats, Some(link_dir))
+    } else if opts.interconnect {
         let (nats, link_dir) = start_leaf_nats_unlinked(dir, cluster, layout).await?;
         (nats, Some(link_dir))
     } else {
@@ -780,7 +885,24 @@ async fn start_leaf(
         if !labels.is_empty() {
             gateway_env.extend(env(&[("CANOPY_GATEWAY_LABELS", &labels)]));
         }
-        if let Some(trunk) = &opts.trunk {
+        if seed_dialed {
+            gateway_env.extend(env(&[
+                ("CANOPY_GATEWAY_DIRECTION", "seed-dials"),
+                (
+                    "CANOPY_GATEWAY_LEAF_URL",
+                    &format!("nats-leaf://127.0.0.1:{}", link.port()),
+                ),
+                ("CANOPY_GATEWAY_LEAFNODE_LISTEN", &listen),
+                (
+                    "CANOPY_GATEWAY_ACCOUNT_SIGNING_KEY",
+                    &layout
+                        .leaf_dir(cluster)
+                        .join("account-signing.nk")
+                        .display()
+                        .to_string(),
+                ),
+            ]));
+        } else if let Some(trunk) = &opts.trunk {
             gateway_env.extend(env(&[("CANOPY_GATEWAY_TRUNK", trunk)]));
         }
     }
@@ -829,6 +951,7 @@ async fn start_leaf(
         cluster: cluster.to_owned(),
         nats,
         link,
+        seed_dialed,
         kube,
         agent,
         gateway,

@@ -14,7 +14,7 @@ use tracing::{info, warn};
 use canopy_kit::health::HealthServer;
 use canopy_kit::streams;
 
-use crate::config::{Config, Role};
+use crate::config::{Config, Direction, Role};
 use crate::domain::{self, LinkState};
 
 /// A connected, bound, not yet running gateway.
@@ -34,8 +34,17 @@ impl App {
             && let Some(dir) = &cfg.link_dir
         {
             // The leaf's nats-server includes link/remotes.conf: it must exist before that
-            // server can start, unlinked until the interconnect is approved.
-            crate::leaf_link::init_link_dir(dir)?;
+            // server can start, unlinked until the interconnect is approved (with the listener
+            // for the seed's dialer when the seed dials).
+            let listen =
+                (cfg.direction == Direction::SeedDials).then_some(cfg.leafnode_listen.as_str());
+            crate::leaf_link::init_link_dir(dir, listen)?;
+        }
+        if cfg.role == Role::Seed
+            && let Some(dir) = &cfg.dial_dir
+        {
+            // Likewise the dialer includes dial/remotes.conf.
+            crate::dialer::init_dial_dir(dir)?;
         }
         let client = canopy_kit::nats::connect(&cfg.nats, "canopy-gateway-leafnode").await?;
         let js = canopy_kit::nats::jetstream(client.clone(), None);
@@ -112,12 +121,32 @@ async fn run_seed(
                      (their sources are still removed)"
                 ),
             }
+            let dialer = match &cfg.dial_dir {
+                Some(dir) => {
+                    let (Some(url), Some(seed_leaf_url), Some(creds)) =
+                        (&cfg.dialer_url, &cfg.seed_leaf_url, &cfg.system_creds)
+                    else {
+                        anyhow::bail!(
+                            "--dial-dir needs --dialer-url, --seed-leaf-url and --system-creds too"
+                        );
+                    };
+                    Some(crate::dialer::Dialer {
+                        dir: dir.clone(),
+                        seed_leaf_url: seed_leaf_url.clone(),
+                        client: crate::interconnect::system_client(url, creds)
+                            .await
+                            .context("failed to connect to the dialer as its system user")?,
+                    })
+                }
+                None => None,
+            };
             let seed = crate::interconnect::Seed {
                 signer,
                 link_validity: cfg.link_validity,
                 resolvers,
                 static_leaves: cfg.leaves.clone(),
                 watched: watched.clone(),
+                dialer,
             };
             Some(tokio::spawn(crate::interconnect::run(
                 seed,
@@ -410,15 +439,29 @@ fn leaf_link(
     let Some(link_dir) = cfg.link_dir.clone() else {
         return Ok(None);
     };
+    let seed_dials = cfg.direction == Direction::SeedDials;
     for (missing, flag) in [
         (cfg.bootstrap_url.is_none(), "--bootstrap-url"),
         (cfg.bootstrap_creds.is_none(), "--bootstrap-creds"),
-        (cfg.uplink_url.is_none(), "--uplink-url"),
+        (!seed_dials && cfg.uplink_url.is_none(), "--uplink-url"),
         (cfg.system_creds.is_none(), "--system-creds"),
+        (
+            seed_dials && cfg.leaf_url.is_none(),
+            "--leaf-url (seed-dials)",
+        ),
+        (
+            seed_dials && cfg.account_signing_key.is_none(),
+            "--account-signing-key (seed-dials)",
+        ),
     ] {
         if missing {
             anyhow::bail!("--link-dir needs {flag} too");
         }
+    }
+    if seed_dials && cfg.trunk.is_some() {
+        anyhow::bail!(
+            "--trunk: the seed dials a leaf directly (use leaf-dials to go through a trunk)"
+        );
     }
     let own_creds = cfg
         .nats
@@ -426,6 +469,13 @@ fn leaf_link(
         .as_ref()
         .context("--link-dir needs --nats-creds (the remote binds the account of this user)")?;
     let account = own_account(own_creds)?;
+    let signer = match (&cfg.account_signing_key, seed_dials) {
+        (Some(path), true) => Some(std::sync::Arc::new(
+            canopy_auth::nats::LeafSigner::load(path, &account)
+                .with_context(|| format!("--account-signing-key {}", path.display()))?,
+        )),
+        _ => None,
+    };
     let mut labels = HashMap::new();
     for l in &cfg.labels {
         let (k, v) =
@@ -441,9 +491,15 @@ fn leaf_link(
         nats_url: cfg.nats.url.clone(),
         system_creds: cfg.system_creds.clone().unwrap_or_default(),
         account,
-        direction: canopy_kit::proto::event::v1::LinkDirection::LeafDials,
+        direction: if seed_dials {
+            canopy_kit::proto::event::v1::LinkDirection::SeedDials
+        } else {
+            canopy_kit::proto::event::v1::LinkDirection::LeafDials
+        },
         trunk: cfg.trunk.as_ref().map(ToString::to_string),
-        leaf_url: None,
+        leaf_url: cfg.leaf_url.clone(),
+        listen: cfg.leafnode_listen.clone(),
+        signer,
         labels,
         request_interval: cfg.request_interval,
         status_interval: cfg.status_interval,

@@ -14,6 +14,13 @@ pub enum Role {
     Leaf,
 }
 
+/// Who dials the link of a leaf.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Direction {
+    LeafDials,
+    SeedDials,
+}
+
 #[derive(Debug, Clone, clap::Parser)]
 #[command(
     name = "canopy-gateway-leafnode",
@@ -51,6 +58,44 @@ pub struct Config {
     /// Seed role: how long link credentials are valid; leaves renew them at half-life.
     #[arg(long, env = "CANOPY_GATEWAY_LINK_VALIDITY", default_value = "30d", value_parser = humantime::parse_duration)]
     pub link_validity: Duration,
+    /// Seed role: the `dial/` folder beside the dialer's configuration
+    /// (`nats-config/dialer.conf`); with it, this seed dials the leaves that ask for it.
+    #[arg(long, env = "CANOPY_GATEWAY_DIAL_DIR")]
+    pub dial_dir: Option<PathBuf>,
+    /// Seed role, with `--dial-dir`: client URL of the dialer (its system user reloads it and
+    /// takes the accounts of the dialed clusters).
+    #[arg(long, env = "CANOPY_GATEWAY_DIALER_URL")]
+    pub dialer_url: Option<String>,
+    /// Seed role, with `--dial-dir`: `nats-leaf://host:port` of the seed's leafnode listener as
+    /// the dialer reaches it.
+    #[arg(long, env = "CANOPY_GATEWAY_SEED_LEAF_URL")]
+    pub seed_leaf_url: Option<String>,
+    /// Leaf role: who opens the link once approved: this leaf (`leaf-dials`, to `--uplink-url`)
+    /// or the seed's dialer (`seed-dials`, to `--leaf-url`).
+    #[arg(
+        long,
+        env = "CANOPY_GATEWAY_DIRECTION",
+        value_enum,
+        default_value = "leaf-dials"
+    )]
+    pub direction: Direction,
+    /// Leaf role, `seed-dials`: `nats-leaf://host:port` at which the seed's dialer reaches this
+    /// leaf's leafnode listener.
+    #[arg(long, env = "CANOPY_GATEWAY_LEAF_URL")]
+    pub leaf_url: Option<String>,
+    /// Leaf role, `seed-dials`: `host:port` the leaf's nats-server listens on for the dialer
+    /// (written to `link/remotes.conf`; read when the server starts).
+    #[arg(
+        long,
+        env = "CANOPY_GATEWAY_LEAFNODE_LISTEN",
+        default_value = "0.0.0.0:7422"
+    )]
+    pub leafnode_listen: String,
+    /// Leaf role, `seed-dials`: this leaf's account signing key
+    /// (`leaves/<cluster>/account-signing.nk` of `canopyctl nats init`), to sign the dialer's
+    /// user.
+    #[arg(long, env = "CANOPY_GATEWAY_ACCOUNT_SIGNING_KEY")]
+    pub account_signing_key: Option<PathBuf>,
     /// Leaf role: the `link/` folder beside the leaf nats-server's configuration (keys, request
     /// id, link credentials, `remotes.conf`). Without it the leaf does not ask to be linked.
     #[arg(long, env = "CANOPY_GATEWAY_LINK_DIR")]

@@ -8,6 +8,10 @@
 //! here for the public key the leaf generated and sealed to the leaf's xkey. Approved clusters
 //! get a FLEET_EVENTS source; a revoked cluster loses it, and its link user is added to the
 //! Canopy account's revocations, pushed to the seed's and the trunks' resolvers.
+//!
+//! A leaf may instead ask to be dialed (seed-dials): then the approval names the key of the
+//! user the seed's dialer will connect with, the leaf signs a JWT for it in its own account and
+//! sends it in its next request, and the dialer (see [`crate::dialer`]) links it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -19,7 +23,7 @@ use canopy_auth::nats::{LinkSigner, sealed};
 use canopy_kit::config::NatsArgs;
 use canopy_kit::envelope::{self, Plane};
 use canopy_kit::proto::event::v1::{
-    InterconnectReply, InterconnectRequested, InterconnectStatus, envelope::Body,
+    InterconnectReply, InterconnectRequested, InterconnectStatus, LinkDirection, envelope::Body,
 };
 use canopy_kit::streams;
 use canopy_kit::subject::ClusterId;
@@ -45,9 +49,16 @@ pub struct Seed {
     pub resolvers: Vec<(String, async_nats::Client)>,
     /// Clusters sourced without an interconnect (`--leaf`).
     pub static_leaves: Vec<ClusterId>,
-    /// Clusters the link monitor watches, and whether each goes through a trunk.
+    /// Clusters the link monitor watches, and whether each goes through a relay (a trunk or
+    /// the dialer: then only its source tells whether it is up).
     pub watched: Arc<Mutex<BTreeMap<String, bool>>>,
+    /// The seed's dialer, when this seed dials leaves that ask for it.
+    pub dialer: Option<crate::dialer::Dialer>,
 }
+
+/// How often the dialer is checked even without a change (credential renewal, a restarted
+/// dialer).
+const DIALER_CHECK: Duration = Duration::from_secs(30);
 
 /// Follows CONTROL and answers requests until `shutdown`.
 ///
@@ -67,8 +78,13 @@ pub async fn run(
         js: js.clone(),
         last_iat: Mutex::new(0),
         recorded: Mutex::new(BTreeSet::new()),
+        dial_jwts: Mutex::new(BTreeMap::new()),
+        dialed: Mutex::new(BTreeSet::new()),
+        reconciling: tokio::sync::Mutex::new(()),
+        dialer_wake: tokio::sync::Notify::new(),
     });
     let follower = follow(shared.clone(), ready.clone(), shutdown.clone());
+    let dialer = dial_loop(shared.clone(), ready.subscribe(), shutdown.clone());
     let mut ready_rx = ready.subscribe();
     let responder = async {
         // Answers only from a registry that has caught up with CONTROL.
@@ -79,7 +95,7 @@ pub async fn run(
         }
         respond(shared.clone(), client, shutdown.clone()).await
     };
-    tokio::try_join!(follower, responder)?;
+    tokio::try_join!(follower, responder, dialer)?;
     Ok(())
 }
 
@@ -91,6 +107,16 @@ struct Shared {
     last_iat: Mutex<i64>,
     /// Requests recorded by this process and not yet seen back on CONTROL.
     recorded: Mutex<BTreeSet<String>>,
+    /// Seed-dialed cluster → (request id, the user JWT its leaf signed for the dialer).
+    dial_jwts: Mutex<BTreeMap<String, (String, String)>>,
+    /// Wakes the dialer's reconciliation.
+    dialer_wake: tokio::sync::Notify,
+    /// Seed-dialed (cluster, request id) the dialer has held a connection to: their
+    /// FLEET_EVENTS source is added only then, so that its first attempt finds the leaf (a
+    /// source that fails retries only after a back-off).
+    dialed: Mutex<BTreeSet<(String, String)>>,
+    /// One source reconciliation at a time (CONTROL events and the dialer both start them).
+    reconciling: tokio::sync::Mutex<()>,
 }
 
 impl Shared {
@@ -208,11 +234,18 @@ async fn on_change(shared: &Shared, change: Change) {
 /// Sources every approved and static cluster, drops the revoked ones, and tells the link
 /// monitor what to watch.
 async fn reconcile(shared: &Shared) {
+    let _one_at_a_time = shared.reconciling.lock().await;
     let (wanted, revoked) = {
         let r = shared.registry();
+        let dialed = shared
+            .dialed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
         let mut wanted: BTreeMap<String, bool> = r
             .approved()
-            .map(|a| (a.cluster.clone(), a.trunk().is_some()))
+            .filter(|a| !a.seed_dials() || dialed.contains(&(a.cluster.clone(), a.id().to_owned())))
+            .map(|a| (a.cluster.clone(), a.trunk().is_some() || a.seed_dials()))
             .collect();
         for c in &shared.seed.static_leaves {
             if !r.is_revoked(c.as_str()) {
@@ -240,11 +273,160 @@ async fn reconcile(shared: &Shared) {
         .watched
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner) = wanted;
+    shared.dialer_wake.notify_one();
+}
+
+/// Keeps the dialer in step with the approved seed-dialed clusters whose leaves sent the user
+/// JWT for it, on every change and every [`DIALER_CHECK`].
+async fn dial_loop(
+    shared: Arc<Shared>,
+    mut ready: tokio::sync::watch::Receiver<bool>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let Some(dialer) = &shared.seed.dialer else {
+        return Ok(());
+    };
+    while !*ready.borrow_and_update() {
+        tokio::select! {
+            () = shutdown.cancelled() => return Ok(()),
+            changed = ready.changed() => if changed.is_err() { return Ok(()) },
+        }
+    }
+    let mut applied = crate::dialer::Applied::default();
+    let mut tick = tokio::time::interval(DIALER_CHECK);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return Ok(()),
+            () = shared.dialer_wake.notified() => {}
+            _ = tick.tick() => {}
+        }
+        let wanted = dialer_wanted(&shared);
+        if let Err(e) = crate::dialer::reconcile(
+            dialer,
+            &shared.seed.signer,
+            shared.seed.link_validity,
+            &wanted,
+            &mut applied,
+        )
+        .await
+        {
+            error!(
+                error = format!("{e:#}"),
+                "dialer not reconciled; trying again"
+            );
+            continue;
+        }
+        await_dialed(&shared, dialer, &wanted, &shutdown).await;
+    }
+}
+
+/// How long a newly dialed leaf is waited for before the next regular check.
+const DIAL_WAIT: Duration = Duration::from_secs(30);
+
+/// Waits (up to [`DIAL_WAIT`]) until the dialer holds every wanted leaf it never held, and
+/// sources each one as soon as it does.
+async fn await_dialed(
+    shared: &Shared,
+    dialer: &crate::dialer::Dialer,
+    wanted: &[crate::dialer::Wanted],
+    shutdown: &CancellationToken,
+) {
+    let deadline = tokio::time::Instant::now() + DIAL_WAIT;
+    loop {
+        let missing: Vec<&crate::dialer::Wanted> = {
+            let dialed = shared
+                .dialed
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            wanted
+                .iter()
+                .filter(|w| !dialed.contains(&(w.cluster.clone(), w.request_id.clone())))
+                .collect()
+        };
+        if missing.is_empty() {
+            return;
+        }
+        match crate::dialer::linked_leaves(dialer).await {
+            Ok(linked) => {
+                let new: Vec<&&crate::dialer::Wanted> = missing
+                    .iter()
+                    .filter(|w| linked.contains(&w.cluster))
+                    .collect();
+                if !new.is_empty() {
+                    {
+                        let mut dialed = shared
+                            .dialed
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner);
+                        for w in &new {
+                            info!(cluster = %w.cluster, "the dialer holds the leaf: sourcing its events");
+                            dialed.insert((w.cluster.clone(), w.request_id.clone()));
+                        }
+                    }
+                    reconcile(shared).await;
+                    continue;
+                }
+            }
+            Err(e) => warn!(error = format!("{e:#}"), "the dialer's leaves not read"),
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return;
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(Duration::from_millis(250)) => {}
+        }
+    }
+}
+
+/// The links the dialer should hold: approved seed-dialed requests whose leaf sent its JWT.
+fn dialer_wanted(shared: &Shared) -> Vec<crate::dialer::Wanted> {
+    let jwts = shared
+        .dial_jwts
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
+    shared
+        .registry()
+        .approved()
+        .filter(|a| a.seed_dials())
+        .filter_map(|a| {
+            let leaf_jwt = match jwts.get(&a.cluster) {
+                Some((id, jwt)) if id == a.id() => jwt.clone(),
+                // After a restart: what the dialer already holds, while it still fits.
+                _ => {
+                    let dialer = shared.seed.dialer.as_ref()?;
+                    let jwt = crate::dialer::stored_leaf_jwt(&dialer.dir, &a.cluster)?;
+                    let keys = shared.seed.signer.dialer_keys(&a.cluster, a.id()).ok()?;
+                    check_leaf_signed(&jwt, &keys.leaf_user.public_key()).ok()?;
+                    jwt
+                }
+            };
+            Some(crate::dialer::Wanted {
+                cluster: a.cluster.clone(),
+                request_id: a.id().to_owned(),
+                leaf_url: a.body.leaf_url.clone(),
+                leaf_jwt,
+            })
+        })
+        .collect()
 }
 
 /// Pushes the Canopy account JWT with every revoked link user to each resolver.
 async fn push_revocations(shared: &Shared) {
-    let revoked = shared.registry().revoked_users().clone();
+    let mut revoked = shared.registry().revoked_users().clone();
+    // The link users the dialer held for revoked seed-dialed clusters.
+    let dialed: Vec<(interconnect::Request, i64)> = shared.registry().revoked_dialed().to_vec();
+    for (r, at) in dialed {
+        match shared.seed.signer.dialer_keys(&r.cluster, r.id()) {
+            Ok(keys) => {
+                revoked.insert(keys.link_user.public_key(), at);
+            }
+            Err(e) => {
+                error!(cluster = %r.cluster, error = format!("{e:#}"), "dialer link user not revoked")
+            }
+        }
+    }
     let iat = {
         let mut last = shared
             .last_iat
@@ -397,6 +579,11 @@ async fn answer(
     if let Err(reason) = interconnect::validate(&request) {
         return invalid(reason);
     }
+    if request.direction == LinkDirection::SeedDials as i32 && shared.seed.dialer.is_none() {
+        return invalid(
+            "this seed dials no leaves (its gateway runs without --dial-dir): ask with leaf-dials",
+        );
+    }
     let decided = shared.registry().answer(cluster, &request);
     match decided {
         Answer::Record => {
@@ -432,6 +619,7 @@ async fn answer(
             status: InterconnectStatus::Pending as i32,
             ..Default::default()
         },
+        Answer::Approved(r) if r.seed_dials() => dial_approval(shared, &r, &request),
         Answer::Approved(r) => match credentials(shared, &r) {
             Ok(reply) => reply,
             Err(e) => {
@@ -472,6 +660,70 @@ fn credentials(shared: &Shared, r: &interconnect::Request) -> anyhow::Result<Int
         }),
         ..Default::default()
     })
+}
+
+/// The approval of a seed-dialed request: the key the dialer connects with and how long the
+/// leaf should sign for; takes the JWT the leaf signed for it when the request carries one.
+fn dial_approval(
+    shared: &Shared,
+    r: &interconnect::Request,
+    request: &InterconnectRequested,
+) -> InterconnectReply {
+    let keys = match shared.seed.signer.dialer_keys(&r.cluster, r.id()) {
+        Ok(k) => k,
+        Err(e) => {
+            error!(cluster = %r.cluster, error = format!("{e:#}"), "dialer keys not derived");
+            return invalid("the seed could not derive the dialer's keys");
+        }
+    };
+    let key = keys.leaf_user.public_key();
+    if !request.seed_user_jwt.is_empty() {
+        match check_leaf_signed(&request.seed_user_jwt, &key) {
+            Ok(()) => {
+                let changed = {
+                    let mut jwts = shared
+                        .dial_jwts
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    let entry = (r.id().to_owned(), request.seed_user_jwt.clone());
+                    jwts.insert(r.cluster.clone(), entry.clone()) != Some(entry)
+                };
+                if changed {
+                    info!(cluster = %r.cluster, "the leaf signed the dialer's user: the dialer links it");
+                    shared.dialer_wake.notify_one();
+                }
+            }
+            Err(reason) => return invalid(reason),
+        }
+    }
+    let validity = i64::try_from(shared.seed.link_validity.as_secs()).unwrap_or(i64::MAX);
+    InterconnectReply {
+        status: InterconnectStatus::Approved as i32,
+        seed_user_public_key: key,
+        expires_at: Some(prost_types::Timestamp {
+            seconds: now_s().saturating_add(validity),
+            nanos: 0,
+        }),
+        ..Default::default()
+    }
+}
+
+/// Checks a user JWT a leaf signed for the dialer: signature, subject, a LEAFNODE user, not
+/// expired.
+fn check_leaf_signed(token: &str, key: &str) -> Result<(), String> {
+    use canopy_auth::nats::jwt;
+    let claims: jwt::Claims<jwt::UserClaims> =
+        jwt::decode(token).map_err(|e| format!("seed_user_jwt: {e:#}"))?;
+    if claims.sub != key {
+        return Err("seed_user_jwt is for another key than the one the seed named".to_owned());
+    }
+    if claims.nats.allowed_connection_types != ["LEAFNODE"] {
+        return Err("seed_user_jwt must allow LEAFNODE connections only".to_owned());
+    }
+    if claims.exp.is_some_and(|exp| exp <= now_s()) {
+        return Err("seed_user_jwt has expired".to_owned());
+    }
+    Ok(())
 }
 
 /// Unix seconds now.

@@ -9,7 +9,14 @@
 //! request-id     this cluster's current request
 //! link.creds     the approved link user: the JWT from the seed + the seed above (0600)
 //! remotes.conf   `remotes: []` until approved, then the remote to the uplink
+//! seed-user.jwt  seed-dials: the JWT this gateway signed for the seed's dialer
 //! ```
+//!
+//! When the seed dials (`--direction seed-dials`), `remotes.conf` holds the leafnode listener
+//! from the start and no remote; the approval names the key the seed's dialer connects with,
+//! this gateway signs a user JWT for it in the leaf's own account (the `dial` row of the
+//! permission table, valid as long as the seed asked) and sends it in every later request; the
+//! dialer then connects. It signs anew at half-life or when the seed names another key.
 //!
 //! Until approved it asks the seed (or its trunk) every `--request-interval` with its bootstrap
 //! credential; once approved it writes `link.creds` and `remotes.conf` and asks its nats-server
@@ -22,7 +29,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
-use canopy_auth::nats::{jwt, remotes_conf, sealed};
+use canopy_auth::nats::{jwt, leaf_listener_conf, remotes_conf, sealed};
 use canopy_kit::config::NatsArgs;
 use canopy_kit::proto::event::v1::{
     InterconnectReply, InterconnectRequested, InterconnectStatus, LinkDirection,
@@ -52,7 +59,11 @@ pub struct LeafLink {
     pub account: String,
     pub direction: LinkDirection,
     pub trunk: Option<String>,
+    /// Seed-dials: where the seed's dialer reaches the leaf's listener, the listener's address,
+    /// and the leaf account's signing key.
     pub leaf_url: Option<String>,
+    pub listen: String,
+    pub signer: Option<std::sync::Arc<canopy_auth::nats::LeafSigner>>,
     pub labels: HashMap<String, String>,
     pub request_interval: Duration,
     /// How often a linked leaf asks whether it still is (a revoked one removes its link).
@@ -104,6 +115,14 @@ async fn step(
     shutdown: &CancellationToken,
 ) -> anyhow::Result<Duration> {
     let id = identity(&link.link_dir)?;
+    if link.direction == LinkDirection::SeedDials {
+        ensure_remote(link, false, applied).await?;
+        let signed = std::fs::read_to_string(link.link_dir.join("seed-user.jwt")).ok();
+        return match ask(link, &id, signed.as_deref(), bootstrap, shutdown).await {
+            Some(reply) => handle(link, &id, reply, applied).await,
+            None => Ok(link.request_interval),
+        };
+    }
     if let Some(exp) = current_link(&link.link_dir, &id)? {
         // Linked: make sure the server has the remote; ask now and then whether the link still
         // stands, and take fresh credentials from half their lifetime on.
@@ -111,7 +130,7 @@ async fn step(
         let now = now_s();
         let iat = link_issued_at(&link.link_dir).unwrap_or(now);
         let renew_due = now >= iat + (exp - iat) / 2;
-        return match ask(link, &id, bootstrap, shutdown).await {
+        return match ask(link, &id, None, bootstrap, shutdown).await {
             Some(reply) if reply.status == InterconnectStatus::Approved as i32 && !renew_due => {
                 debug!(cluster = %link.cluster, "link still approved");
                 Ok(link.status_interval)
@@ -123,7 +142,7 @@ async fn step(
         };
     }
     ensure_remote(link, false, applied).await?;
-    match ask(link, &id, bootstrap, shutdown).await {
+    match ask(link, &id, None, bootstrap, shutdown).await {
         Some(reply) => handle(link, &id, reply, applied).await,
         None => Ok(link.request_interval),
     }
@@ -143,6 +162,9 @@ async fn handle(
                 "interconnect pending: an admin approves it with `canopyctl interconnects approve {}`",
                 id.request_id);
             Ok(link.request_interval)
+        }
+        Ok(InterconnectStatus::Approved) if link.direction == LinkDirection::SeedDials => {
+            sign_for_dialer(link, &reply)
         }
         Ok(InterconnectStatus::Approved) => {
             let jwt = sealed::open(&reply.sealed_jwt, &id.xkey, &reply.sealer_xkey_public_key)
@@ -172,7 +194,13 @@ async fn handle(
         }
         Ok(InterconnectStatus::Revoked) => {
             error!(%cluster, "cluster revoked by the seed: link removed; a new request follows");
-            for f in ["link.creds", "link-user.nk", "link-xkey.nk", "request-id"] {
+            for f in [
+                "link.creds",
+                "seed-user.jwt",
+                "link-user.nk",
+                "link-xkey.nk",
+                "request-id",
+            ] {
                 let _ = std::fs::remove_file(link.link_dir.join(f));
             }
             ensure_remote(link, false, applied).await?;
@@ -185,10 +213,45 @@ async fn handle(
     }
 }
 
-/// Sends the request; `None` when there is no answer (logged).
+/// Seed-dials, approved: signs the dialer's user unless the JWT already sent is for the key
+/// the seed named and not past half-life; returns how long to wait before asking again (at
+/// once after signing, to hand it over).
+fn sign_for_dialer(link: &LeafLink, reply: &InterconnectReply) -> anyhow::Result<Duration> {
+    let cluster = &link.cluster;
+    let key = reply.seed_user_public_key.as_str();
+    canopy_auth::nats::check_user_key(key).context("the approval names no dialer key")?;
+    let path = link.link_dir.join("seed-user.jwt");
+    let current = std::fs::read_to_string(&path)
+        .ok()
+        .and_then(|t| jwt::decode::<jwt::UserClaims>(&t).ok());
+    let now = now_s();
+    let fresh = current
+        .is_some_and(|c| c.sub == key && c.exp.is_none_or(|exp| now < c.iat + (exp - c.iat) / 2));
+    if fresh {
+        debug!(%cluster, "seed-dialed link still approved");
+        return Ok(link.status_interval);
+    }
+    let signer = link
+        .signer
+        .as_ref()
+        .context("seed-dials needs the leaf account's signing key")?;
+    let exp = reply
+        .expires_at
+        .as_ref()
+        .map_or(now + 30 * 24 * 3600, |t| t.seconds);
+    let token = signer.dial_jwt(cluster.as_str(), key, exp)?;
+    write_secret(&path, &token)?;
+    info!(%cluster, dialer_key = %key, expires_at = exp,
+        "interconnect approved: signed the seed's dialer user; it connects to this leaf's listener");
+    Ok(Duration::ZERO)
+}
+
+/// Sends the request (with the JWT signed for the seed's dialer, when there is one); `None`
+/// when there is no answer (logged).
 async fn ask(
     link: &LeafLink,
     id: &Identity,
+    seed_user_jwt: Option<&str>,
     bootstrap: &mut Option<async_nats::Client>,
     shutdown: &CancellationToken,
 ) -> Option<InterconnectReply> {
@@ -220,6 +283,7 @@ async fn ask(
         trunk: link.trunk.clone().unwrap_or_default(),
         leaf_url: link.leaf_url.clone().unwrap_or_default(),
         gateway_version: env!("CARGO_PKG_VERSION").to_owned(),
+        seed_user_jwt: seed_user_jwt.unwrap_or_default().trim().to_owned(),
     };
     let subject = crate::interconnect::request_subject(link.cluster.as_str());
     match tokio::time::timeout(
@@ -246,15 +310,21 @@ async fn ask(
     }
 }
 
-/// Creates `dir` and an unlinked `remotes.conf` in it when there is none.
+/// Creates `dir` and an unlinked `remotes.conf` in it when there is none; with `listen` (the
+/// seed dials), one with that leafnode listener, replacing any other.
 ///
 /// # Errors
 /// When they cannot be written.
-pub fn init_link_dir(dir: &Path) -> anyhow::Result<()> {
+pub fn init_link_dir(dir: &Path, listen: Option<&str>) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("failed to create {}", dir.display()))?;
     let path = dir.join("remotes.conf");
-    if !path.exists() {
-        std::fs::write(&path, remotes_conf(None))
+    let text = match listen {
+        Some(listen) => leaf_listener_conf(listen),
+        None if path.exists() => return Ok(()),
+        None => remotes_conf(None),
+    };
+    if std::fs::read_to_string(&path).ok().as_deref() != Some(text.as_str()) {
+        std::fs::write(&path, text)
             .with_context(|| format!("failed to write {}", path.display()))?;
     }
     Ok(())
@@ -341,7 +411,9 @@ async fn ensure_remote(
 ) -> anyhow::Result<()> {
     let path = link.link_dir.join("remotes.conf");
     let creds = link.link_dir.join("link.creds");
-    let text = if linked && link.direction == LinkDirection::LeafDials {
+    let text = if link.direction == LinkDirection::SeedDials {
+        leaf_listener_conf(&link.listen)
+    } else if linked {
         remotes_conf(Some((&link.uplink_url, &creds, &link.account)))
     } else {
         remotes_conf(None)

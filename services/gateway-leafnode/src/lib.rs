@@ -3,6 +3,7 @@
 
 mod app;
 pub mod config;
+pub mod dialer;
 pub mod domain;
 pub mod interconnect;
 pub mod leaf_link;

@@ -11,11 +11,12 @@ use anyhow::Context as _;
 use canopy_e2e::{LeafSpec, Stack, StackOptions};
 use canopy_testkit::Fixture;
 
-/// (cluster, fixture, env label).
-const CLUSTERS: [(&str, &str, &str); 3] = [
-    ("prod-eu", "prod-eu", "prod"),
-    ("staging-us", "staging-us", "staging"),
-    ("dev-ap", "dev-ap", "dev"),
+/// (cluster, fixture, env label, whether the seed dials it).
+const CLUSTERS: [(&str, &str, &str, bool); 3] = [
+    ("prod-eu", "prod-eu", "prod", false),
+    ("staging-us", "staging-us", "staging", false),
+    // Reached the other way round: the seed's dialer connects to its listener.
+    ("dev-ap", "dev-ap", "dev", true),
 ];
 
 #[tokio::main]
@@ -36,8 +37,9 @@ async fn main() -> anyhow::Result<()> {
         );
     }
     let mut leaves = Vec::new();
-    for (cluster, fixture, env) in CLUSTERS {
-        leaves.push(LeafSpec::new(cluster, Fixture::load(fixture)?).with_label("env", env));
+    for (cluster, fixture, env, seed_dials) in CLUSTERS {
+        let spec = LeafSpec::new(cluster, Fixture::load(fixture)?).with_label("env", env);
+        leaves.push(if seed_dials { spec.seed_dialed() } else { spec });
     }
     let mut opts = StackOptions::new(leaves);
     opts.state_dir = Some(state.clone());
@@ -53,7 +55,7 @@ async fn main() -> anyhow::Result<()> {
     opts.doctor_args = vec!["--recovery-hold".to_owned(), "15s".to_owned()];
 
     eprintln!(
-        "starting Postgres, the seed nats-server, 3 leaf clusters and the services (state in {})",
+        "starting Postgres, the seed nats-server and its dialer, 3 leaf clusters and the services (state in {})",
         state.display()
     );
     let started = Instant::now();
@@ -63,8 +65,13 @@ async fn main() -> anyhow::Result<()> {
     };
     for leaf in &stack.leaves {
         let request = stack.request_id(&leaf.cluster).await?;
+        let how = if leaf.seed_dialed {
+            "the seed's dialer dials it"
+        } else {
+            "it dials the seed"
+        };
         eprintln!(
-            "  approved the interconnect request {request} of {} at start-up: its link is up",
+            "  approved the interconnect request {request} of {} at start-up: its link is up ({how})",
             leaf.cluster
         );
     }
@@ -146,7 +153,7 @@ async fn postures(stack: &Stack) -> anyhow::Result<Vec<String>> {
     let mut client = FindingsServiceClient::new(canopy_e2e::admin_channel(stack).await?);
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut lines = Vec::new();
-    for (cluster, _, _) in CLUSTERS {
+    for (cluster, _, _, _) in CLUSTERS {
         loop {
             let p = client
                 .get_posture(GetPostureRequest {

@@ -1,7 +1,7 @@
 //! Interconnects end to end, on real nats-servers: a leaf links only once an admin approved its
 //! request, with credentials signed for the key it generated and sealed to it; a rejected leaf
 //! never links; a revoked leaf loses its link and its credentials are refused; the same through
-//! a trunk.
+//! a trunk; and a leaf the seed dials (through its dialer), next to one that dials the seed.
 
 use std::time::Duration;
 
@@ -69,8 +69,7 @@ async fn revoke_and_wait_unlinked(stack: &Stack, cluster: &str) -> anyhow::Resul
 }
 
 async fn linked(stack: &Stack, cluster: &str) -> anyhow::Result<bool> {
-    let addr = stack.trunk.as_ref().unwrap_or(&stack.seed).monitor_addr();
-    Ok(canopy_e2e::leafz_names(addr)
+    Ok(canopy_e2e::leafz_names(stack.link_monitor(cluster))
         .await?
         .iter()
         .any(|n| n == cluster))
@@ -251,5 +250,223 @@ async fn leaves_link_through_a_trunk_and_a_revocation_reaches_the_trunk() -> any
     .await?;
 
     revoke_and_wait_unlinked(&stack, "prod-eu").await?;
+    stack.shutdown().await
+}
+
+/// The claims of the account `account` as the seed's resolver holds them.
+async fn account_on_seed(stack: &Stack, account: &str) -> anyhow::Result<serde_json::Value> {
+    let sys = async_nats::ConnectOptions::new()
+        .credentials_file(stack.nats_auth.seed_creds("sys"))
+        .await?
+        .connect(stack.seed.client_url())
+        .await?;
+    let lookup = sys
+        .request(
+            format!("$SYS.REQ.ACCOUNT.{account}.CLAIMS.LOOKUP"),
+            "".into(),
+        )
+        .await?;
+    let claims: jwt::Claims<serde_json::Value> =
+        jwt::decode(std::str::from_utf8(&lookup.payload)?)?;
+    Ok(claims.nats)
+}
+
+#[tokio::test]
+async fn the_seed_dials_a_leaf_that_asks_for_it_and_holds_it_to_its_own_subjects()
+-> anyhow::Result<()> {
+    use canopy_kit::proto::event::v1::LinkDirection;
+    use canopy_proto::api::v1::{
+        self as api, CommandStatus, command_service_client::CommandServiceClient,
+    };
+    use futures::StreamExt as _;
+
+    let mut opts = StackOptions::new(vec![
+        LeafSpec::new("dev-ap", Fixture::load("dev-ap")?).seed_dialed(),
+        LeafSpec::new("prod-eu", Fixture::load("prod-eu")?),
+    ]);
+    opts.approve_interconnects = false;
+    let stack = Stack::start(opts).await?;
+    let dialer = stack.dialer.as_ref().expect("a dialer runs");
+    let dir = stack.leaves[0].link_dir.clone().expect("link dir");
+
+    // The request says seed-dials and where; nothing is dialed before an admin approves.
+    let id = stack.request_id("dev-ap").await?;
+    stack.wait_requested("dev-ap", &id).await?;
+    let js = canopy_kit::nats::jetstream(stack.seed.connect().await?, None);
+    let requested = stream_events(&js, "CONTROL", "canopy.ctl.interconnect.requested").await?;
+    let request = requested
+        .iter()
+        .find_map(|e| match &e.body {
+            Some(Body::InterconnectRequested(r)) if e.cluster_id == "dev-ap" => Some(r.clone()),
+            _ => None,
+        })
+        .expect("dev-ap's request is on CONTROL");
+    assert_eq!(request.direction, LinkDirection::SeedDials as i32);
+    let proxy_port = stack.leaves[0].link.port();
+    assert_eq!(
+        request.leaf_url,
+        format!("nats-leaf://127.0.0.1:{proxy_port}")
+    );
+    assert!(!linked(&stack, "dev-ap").await?);
+    assert!(!dir.join("seed-user.jwt").exists());
+
+    // Approved (both): the leaf signs the dialer's user in its own account, for the key the
+    // seed derived for this request; the dialer dials it and links it to the seed.
+    stack.approve_interconnect("dev-ap", "admin").await?;
+    stack.approve_interconnect("prod-eu", "admin").await?;
+    stack.wait_linked("dev-ap", LONG).await?;
+    stack.wait_linked("prod-eu", LONG).await?;
+    let signer = canopy_auth::nats::LinkSigner::load(&stack.nats_auth.gateway_keys())?;
+    let keys = signer.dialer_keys("dev-ap", &id)?;
+    let signed: jwt::Claims<jwt::UserClaims> =
+        jwt::decode(&std::fs::read_to_string(dir.join("seed-user.jwt"))?)?;
+    assert_eq!(signed.sub, keys.leaf_user.public_key());
+    assert_eq!(
+        signed.nats.issuer_account,
+        stack.nats_auth.leaf_accounts["dev-ap"]
+    );
+    assert_eq!(signed.nats.allowed_connection_types, ["LEAFNODE"]);
+    assert!(signed.exp.is_some(), "the dialer's user expires");
+    // The dialer holds the leaf and the seed in the cluster's own account; the seed sees the
+    // dialer, never the leaf itself.
+    let (status, leafz) = canopy_testkit::http::get(dialer.monitor_addr(), "/leafz", LONG).await?;
+    assert_eq!(status, 200);
+    let leafz: serde_json::Value = serde_json::from_str(&leafz)?;
+    let accounts: Vec<(&str, &str)> = leafz["leafs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|l| Some((l["name"].as_str()?, l["account"].as_str()?)))
+        .collect();
+    let dial_account = keys.account.public_key();
+    assert!(
+        accounts.contains(&("dev-ap", dial_account.as_str())),
+        "{accounts:?}"
+    );
+    assert!(
+        accounts.contains(&("seed", dial_account.as_str())),
+        "{accounts:?}"
+    );
+    let on_seed = canopy_e2e::leafz_names(stack.seed.monitor_addr()).await?;
+    assert!(on_seed.contains(&"dialer".to_owned()), "{on_seed:?}");
+    assert!(!on_seed.contains(&"dev-ap".to_owned()), "{on_seed:?}");
+
+    // Events flow leaf → dialer → seed, and a command goes the other way and comes back done.
+    wait_until(LONG, "dev-ap's events in FLEET_EVENTS", || async {
+        Ok(fleet_events_of(&stack, "dev-ap").await? > 0)
+    })
+    .await?;
+    wait_until(LONG, "LinkEstablished of dev-ap", || async {
+        let links = stream_events(&js, "CONTROL", "canopy.ctl.link.established").await?;
+        Ok(links.iter().any(|e| e.cluster_id == "dev-ap"))
+    })
+    .await?;
+    let commands = CommandServiceClient::connect(stack.api_url()).await?;
+    let command_id = canopy_testkit::eventually(LONG, "an audit command accepted", || {
+        let mut commands = commands.clone();
+        async move {
+            let reply = commands
+                .run_audit(api::RunCommandRequest {
+                    target: Some(canopy_proto::event::v1::CommandTarget {
+                        target: Some(canopy_proto::event::v1::command_target::Target::ClusterId(
+                            "dev-ap".into(),
+                        )),
+                    }),
+                    deadline: None,
+                    timeout_ms: 60_000,
+                    idempotency_key: "seed-dials-audit".into(),
+                })
+                .await;
+            // The api knows the cluster once its first events are projected.
+            Ok(reply.ok().map(|r| r.into_inner().command_id))
+        }
+    })
+    .await?;
+    canopy_testkit::eventually(LONG, "the audit on dev-ap succeeded", || {
+        let mut commands = commands.clone();
+        let command_id = command_id.clone();
+        async move {
+            let v = commands
+                .get_command(api::GetCommandRequest { command_id })
+                .await?
+                .into_inner();
+            Ok((v.status == CommandStatus::Succeeded as i32).then_some(()))
+        }
+    })
+    .await?;
+
+    // Whatever the leaf's server does, the seed holds what comes from it to dev-ap's link
+    // user: a delivery forged for prod-eu is dropped, dev-ap's own passes (same path, in order).
+    let seed = stack.seed.connect().await?;
+    let mut own = seed.subscribe("canopy.deliver.dev-ap.probe").await?;
+    let mut forged = seed.subscribe("canopy.deliver.prod-eu.probe").await?;
+    seed.flush().await?;
+    let leaf_admin = stack.leaves[0].nats.connect().await?;
+    let deadline = tokio::time::Instant::now() + LONG;
+    loop {
+        // Until the subscriptions' interest has reached the leaf, both are dropped.
+        leaf_admin
+            .publish("canopy.deliver.prod-eu.probe", "forged".into())
+            .await?;
+        leaf_admin
+            .publish("canopy.deliver.dev-ap.probe", "own".into())
+            .await?;
+        leaf_admin.flush().await?;
+        tokio::select! {
+            biased;
+            m = forged.next() => panic!("a forged delivery reached the seed: {m:?}"),
+            m = own.next() => {
+                assert!(m.is_some());
+                // Anything forged before it would have been read first.
+                use futures::FutureExt as _;
+                assert!(forged.next().now_or_never().is_none(), "a forged delivery reached the seed");
+                break;
+            }
+            () = tokio::time::sleep(Duration::from_millis(500)) => {
+                assert!(tokio::time::Instant::now() < deadline, "dev-ap's own probe never arrived");
+            }
+        }
+    }
+    // The leaf's server cannot reach the seed's JetStream API beyond its own consumers either.
+    let leaf_js = async_nats::jetstream::with_domain(leaf_admin.clone(), "seed");
+    let refused =
+        tokio::time::timeout(Duration::from_secs(5), leaf_js.get_stream("FLEET_EVENTS")).await;
+    assert!(
+        !matches!(refused, Ok(Ok(_))),
+        "a seed-dialed leaf read FLEET_EVENTS' info"
+    );
+
+    // Revoked: the dialer drops the leaf, its credentials go, and the link user it held on
+    // the seed is refused from now on; the leaf asks anew with new keys.
+    revoke_and_wait_unlinked(&stack, "dev-ap").await?;
+    let dial_dir = stack.dir.join("nats-conf").join("dialer").join("dial");
+    wait_until(LONG, "the dialer's credentials of dev-ap removed", || {
+        let dial_dir = dial_dir.clone();
+        async move { Ok(!dial_dir.join("dev-ap.leaf.creds").exists()) }
+    })
+    .await?;
+    assert!(!std::fs::read_to_string(dial_dir.join("remotes.conf"))?.contains("dev-ap"));
+    let canopy = account_on_seed(&stack, &stack.nats_auth.canopy_account).await?;
+    assert!(
+        canopy["revocations"]
+            .get(keys.link_user.public_key())
+            .is_some(),
+        "the dialer's link user of dev-ap is revoked: {canopy}"
+    );
+    let new_id = canopy_testkit::eventually(LONG, "a new request from dev-ap", || {
+        let dir = dir.clone();
+        let old = id.clone();
+        async move {
+            Ok(std::fs::read_to_string(dir.join("request-id"))
+                .ok()
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty() && *s != old))
+        }
+    })
+    .await?;
+    stack.wait_requested("dev-ap", &new_id).await?;
+    assert!(!dir.join("seed-user.jwt").exists());
+    // prod-eu, which dials the seed itself, kept its link throughout.
+    assert!(linked(&stack, "prod-eu").await?);
     stack.shutdown().await
 }

@@ -63,6 +63,7 @@ fn request(cluster: &str, id: &str, direction: LinkDirection) -> anyhow::Result<
                 String::new()
             },
             gateway_version: "0.1.0".to_owned(),
+            seed_user_jwt: String::new(),
         }),
     ))
 }

@@ -16,11 +16,14 @@
 //! seed/<user>.creds                 gateway, gateway-sys, ingestion, api, cnc, doctor, admin, sys
 //! seed/gateway-keys/                what the seed's gateway signs link users and revocations with
 //! trunk/resolver/, trunk/nats.env   for nats-config/trunk.conf; trunk/link.creds its seed link
+//! dialer/resolver/, dialer/nats.env for nats-config/dialer.conf (the seed's dialer)
 //! leaves/<c>/resolver/<account>.jwt full resolver dir of leaf <c> (SYS, LEAF-<c>)
 //! leaves/<c>/nats.env               variables for nats-config/leaf.conf
 //! leaves/<c>/<user>.creds           agent, gateway, gateway-sys, admin (leaf); bootstrap (seed);
 //!                                   link (seed): a pre-approved link for tests and benchmarks —
 //!                                   a deployed leaf gets its link through the interconnect flow
+//! leaves/<c>/account-signing.nk     LEAF-<c>'s signing key: the leaf's gateway signs the seed's
+//!                                   dialer user with it when the seed dials the leaf
 //! ```
 
 pub mod jwt;
@@ -234,7 +237,7 @@ impl Authority {
             &AccountParts {
                 name: &account.name,
                 public_key: &account.public_key(),
-                signing_public_key: &account.signing.public_key(),
+                signing_public_key: Some(&account.signing.public_key()),
                 jetstream: account.jetstream,
                 revocations: &account.revocations,
             },
@@ -246,7 +249,7 @@ impl Authority {
 struct AccountParts<'a> {
     name: &'a str,
     public_key: &'a str,
-    signing_public_key: &'a str,
+    signing_public_key: Option<&'a str>,
     jetstream: bool,
     revocations: &'a BTreeMap<String, i64>,
 }
@@ -264,7 +267,11 @@ fn account_jwt_signed(
         None,
         AccountClaims {
             limits: AccountLimits::unlimited(account.jetstream),
-            signing_keys: vec![account.signing_public_key.to_owned()],
+            signing_keys: account
+                .signing_public_key
+                .iter()
+                .map(|k| (*k).to_owned())
+                .collect(),
             revocations: account.revocations.clone(),
             default_permissions: Permissions::default(),
             kind: "account".into(),
@@ -374,6 +381,28 @@ impl Layout {
         ]
     }
 
+    /// The variables `nats-config/dialer.conf` reads for operator mode.
+    pub fn dialer_env(&self) -> Vec<(String, String)> {
+        vec![
+            (
+                "CANOPY_NATS_OPERATOR_JWT".into(),
+                self.operator_jwt.display().to_string(),
+            ),
+            (
+                "CANOPY_NATS_SYSTEM_ACCOUNT".into(),
+                self.system_account.clone(),
+            ),
+            (
+                "CANOPY_NATS_RESOLVER_DIR".into(),
+                self.dir
+                    .join("dialer")
+                    .join("resolver")
+                    .display()
+                    .to_string(),
+            ),
+        ]
+    }
+
     /// `seed/gateway-keys`: what the seed's gateway-leafnode signs with ([`LinkSigner`]).
     pub fn gateway_keys(&self) -> PathBuf {
         self.seed_dir().join("gateway-keys")
@@ -470,6 +499,12 @@ pub fn init(dir: &Path, authority: &Authority, clusters: &[String]) -> anyhow::R
         &authority.canopy.table_user(trunk_spec, "")?.file_text(),
         true,
     )?;
+    // The seed's dialer: its resolver starts with SYS; the seed's gateway pushes the account of
+    // each seed-dialed cluster to it.
+    write_resolver(
+        &dir.join("dialer").join("resolver"),
+        &[(&authority.system.public_key(), &sys_jwt)],
+    )?;
     for extra in SEED_EXTRA {
         let creds = match *extra {
             "admin" => authority.canopy.user("admin", perms::admin(), &[], None)?,
@@ -509,7 +544,7 @@ pub fn init(dir: &Path, authority: &Authority, clusters: &[String]) -> anyhow::R
         )?;
         for spec in perms::USERS
             .iter()
-            .filter(|u| matches!(u.home, Home::Leaf | Home::LeafSystem))
+            .filter(|u| matches!(u.home, Home::Leaf | Home::LeafSystem) && u.name != "dial")
         {
             let creds = if spec.home == Home::LeafSystem {
                 authority.system.table_user(spec, cluster)?
@@ -524,6 +559,8 @@ pub fn init(dir: &Path, authority: &Authority, clusters: &[String]) -> anyhow::R
         }
         let admin = account.user("admin", perms::admin(), &[], None)?;
         write(&leaf.join("admin.creds"), &admin.file_text(), true)?;
+        // What the leaf's gateway signs the seed's dialer user with, when the seed dials it.
+        write_seed(&leaf.join("account-signing.nk"), &account.signing)?;
         for name in ["link", "bootstrap"] {
             let spec = perms::spec(Home::Seed, name).context("link user missing from table")?;
             let creds = authority.canopy.table_user(spec, cluster)?;
@@ -541,6 +578,11 @@ pub fn init(dir: &Path, authority: &Authority, clusters: &[String]) -> anyhow::R
     write(
         &trunk.join("nats.env"),
         &env_file(&layout.trunk_env()),
+        false,
+    )?;
+    write(
+        &dir.join("dialer").join("nats.env"),
+        &env_file(&layout.dialer_env()),
         false,
     )?;
     for cluster in clusters {
@@ -574,6 +616,117 @@ pub fn remotes_conf(link: Option<(&str, &Path, &str)>) -> String {
             "# Written by gateway-leafnode after the interconnect was approved.\nremotes: [\n  {{ url: {url:?}, credentials: {:?}, account: {account:?} }}\n]\n",
             creds.display().to_string()
         ),
+    }
+}
+
+/// A seed-dialed leaf's `link/remotes.conf`: the leafnode listener the seed's dialer connects
+/// to, and no remote of its own.
+pub fn leaf_listener_conf(listen: &str) -> String {
+    format!(
+        "# Written by gateway-leafnode: the seed's dialer connects here once the interconnect is approved.\nlisten: {listen:?}\nno_advertise: true\nremotes: []\n"
+    )
+}
+
+/// One seed-dialed cluster in the dialer's `dial/remotes.conf`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DialerRemote {
+    pub cluster: String,
+    /// `nats-leaf://` URL of the leaf's listener, and the user the leaf signed for the dialer.
+    pub leaf_url: String,
+    pub leaf_creds: PathBuf,
+    /// `nats-leaf://` URL of the seed's leafnode listener, and the cluster's link user there.
+    pub seed_url: String,
+    pub seed_creds: PathBuf,
+    /// The cluster's own account on the dialer (`DIAL-<cluster>`): nothing else passes through it.
+    pub account: String,
+}
+
+/// The dialer's `dial/remotes.conf` (included by `nats-config/dialer.conf`): per cluster a
+/// remote to the leaf (the dialer is its hub) and one to the seed, both bound to the cluster's
+/// own account, so that the seed's leafnode port checks the link user's permissions on
+/// everything that comes from the leaf.
+pub fn dialer_remotes_conf(remotes: &[DialerRemote]) -> String {
+    let mut text = "# Written by the seed's gateway-leafnode: per seed-dialed cluster, its leaf and the seed.\nremotes: [\n".to_owned();
+    for r in remotes {
+        text.push_str(&format!(
+            "  # {}\n  {{ url: {:?}, credentials: {:?}, account: {:?}, hub: true }}\n  {{ url: {:?}, credentials: {:?}, account: {:?} }}\n",
+            r.cluster,
+            r.leaf_url,
+            r.leaf_creds.display().to_string(),
+            r.account,
+            r.seed_url,
+            r.seed_creds.display().to_string(),
+            r.account,
+        ));
+    }
+    text.push_str("]\n");
+    text
+}
+
+/// The keys of one seed-dialed link, derived from the operator's signing key, the cluster and
+/// its request id: the same after a gateway restart, new for every request.
+#[derive(Debug)]
+pub struct DialerKeys {
+    /// `DIAL-<cluster>`, the dialer's account the link passes through.
+    pub account: KeyPair,
+    /// The user the dialer connects to the leaf with (the leaf signs its JWT).
+    pub leaf_user: KeyPair,
+    /// The cluster's link user on the seed, what the dialer connects to the seed with.
+    pub link_user: KeyPair,
+}
+
+/// What a leaf's gateway signs the seed's dialer user with: its own account's signing key
+/// (`leaves/<cluster>/account-signing.nk` of [`init`]).
+#[derive(Debug)]
+pub struct LeafSigner {
+    account: Account,
+}
+
+impl LeafSigner {
+    /// Loads the signing key in `path` for the account `account_public_key`.
+    ///
+    /// # Errors
+    /// When the file is missing or the keys are not an account's.
+    pub fn load(path: &Path, account_public_key: &str) -> anyhow::Result<Self> {
+        let identity = KeyPair::from_public_key(account_public_key)
+            .map_err(|e| anyhow::anyhow!("{account_public_key:?} is no account key: {e}"))?;
+        let signing = read_seed(path)?;
+        if identity.key_pair_type() != nkeys::KeyPairType::Account
+            || signing.key_pair_type() != nkeys::KeyPairType::Account
+        {
+            bail!("{} holds no account signing key", path.display());
+        }
+        Ok(Self {
+            account: Account {
+                name: "LEAF".to_owned(),
+                identity,
+                signing,
+                jetstream: true,
+                revocations: BTreeMap::new(),
+            },
+        })
+    }
+
+    /// The JWT of the seed's dialer user on this leaf (the `dial` row of [`perms::USERS`]), for
+    /// the key the seed named, valid until `exp`.
+    ///
+    /// # Errors
+    /// When the cluster id or key is invalid, or signing fails.
+    pub fn dial_jwt(
+        &self,
+        cluster: &str,
+        user_public_key: &str,
+        exp: i64,
+    ) -> anyhow::Result<String> {
+        check_cluster(cluster)?;
+        let spec = perms::spec(Home::Leaf, "dial").context("dial user missing from table")?;
+        self.account.user_jwt(
+            &format!("seed-dialer-{cluster}"),
+            user_public_key,
+            perms::permissions(spec, cluster),
+            &[spec.connection],
+            Some(exp),
+        )
     }
 }
 
@@ -634,6 +787,57 @@ impl LinkSigner {
         )
     }
 
+    /// The keys of `cluster`'s seed-dialed link for its request `request_id` ([`DialerKeys`]).
+    ///
+    /// # Errors
+    /// When the signing key cannot be encoded.
+    pub fn dialer_keys(&self, cluster: &str, request_id: &str) -> anyhow::Result<DialerKeys> {
+        use sha2::{Digest as _, Sha256};
+        let secret = self
+            .operator_signing
+            .seed()
+            .map_err(|e| anyhow::anyhow!("failed to encode the operator signing key: {e}"))?;
+        let derive = |purpose: &str, kind: nkeys::KeyPairType| {
+            let mut h = Sha256::new();
+            for part in ["canopy-dialer", &secret, purpose, cluster, request_id] {
+                h.update(part.as_bytes());
+                h.update([0u8]);
+            }
+            KeyPair::new_from_raw(kind, h.finalize().into())
+                .map_err(|e| anyhow::anyhow!("failed to derive a {purpose} key: {e}"))
+        };
+        Ok(DialerKeys {
+            account: derive("account", nkeys::KeyPairType::Account)?,
+            leaf_user: derive("leaf-user", nkeys::KeyPairType::User)?,
+            link_user: derive("link-user", nkeys::KeyPairType::User)?,
+        })
+    }
+
+    /// The JWT of `cluster`'s account on the dialer (`DIAL-<cluster>`: no JetStream, no users),
+    /// issued at `iat`.
+    ///
+    /// # Errors
+    /// When signing fails.
+    pub fn dialer_account_jwt(
+        &self,
+        cluster: &str,
+        account: &KeyPair,
+        iat: i64,
+    ) -> anyhow::Result<String> {
+        check_cluster(cluster)?;
+        account_jwt_signed(
+            &self.operator_signing,
+            &AccountParts {
+                name: &format!("DIAL-{cluster}"),
+                public_key: &account.public_key(),
+                signing_public_key: None,
+                jetstream: false,
+                revocations: &BTreeMap::new(),
+            },
+            iat,
+        )
+    }
+
     /// The Canopy account JWT refusing `revoked` users (public key → revoked at, unix seconds),
     /// issued at `iat` (a resolver takes only a newer one).
     ///
@@ -649,7 +853,7 @@ impl LinkSigner {
             &AccountParts {
                 name: &self.canopy.name,
                 public_key: &self.canopy.public_key(),
-                signing_public_key: &self.canopy.signing.public_key(),
+                signing_public_key: Some(&self.canopy.signing.public_key()),
                 jetstream: true,
                 revocations: revoked,
             },
@@ -739,6 +943,8 @@ mod tests {
             "leaves/a/agent.creds",
             "leaves/a/link.creds",
             "leaves/b/bootstrap.creds",
+            "leaves/a/account-signing.nk",
+            "dialer/nats.env",
         ] {
             assert!(tmp.path().join(f).is_file(), "{f}");
         }
@@ -751,5 +957,77 @@ mod tests {
         assert_eq!(again.canopy.public_key(), auth.canopy.public_key());
         assert!(init(tmp.path(), &auth, &["a.b".into()]).is_err());
         assert!(init(tmp.path(), &auth, &["*".into()]).is_err());
+        assert!(!tmp.path().join("leaves/a/dial.creds").exists());
+        assert_eq!(
+            std::fs::read_dir(tmp.path().join("dialer/resolver"))
+                .unwrap()
+                .count(),
+            1,
+            "the dialer starts with SYS only"
+        );
+    }
+
+    #[test]
+    fn dialer_keys_are_stable_per_request_and_the_leaf_signs_its_user_in_its_own_account() {
+        let tmp = tempfile::tempdir().unwrap();
+        let auth = Authority::generate();
+        let layout = init(tmp.path(), &auth, &["a".into()]).unwrap();
+        let signer = LinkSigner::load(&layout.gateway_keys()).unwrap();
+        let k1 = signer.dialer_keys("a", "r1").unwrap();
+        let k1_again = signer.dialer_keys("a", "r1").unwrap();
+        let k2 = signer.dialer_keys("a", "r2").unwrap();
+        let other = signer.dialer_keys("b", "r1").unwrap();
+        assert_eq!(k1.link_user.public_key(), k1_again.link_user.public_key());
+        assert_eq!(k1.account.public_key(), k1_again.account.public_key());
+        assert_ne!(k1.link_user.public_key(), k2.link_user.public_key());
+        assert_ne!(k1.leaf_user.public_key(), other.leaf_user.public_key());
+        assert!(k1.account.public_key().starts_with('A'));
+        assert!(k1.leaf_user.public_key().starts_with('U'));
+
+        let account: jwt::Claims<AccountClaims> =
+            jwt::decode(&signer.dialer_account_jwt("a", &k1.account, 1).unwrap()).unwrap();
+        assert_eq!(account.sub, k1.account.public_key());
+        assert_eq!(
+            account.nats.limits.disk_storage, 0,
+            "no JetStream on the dialer"
+        );
+
+        let leaf = LeafSigner::load(
+            &layout.leaf_dir("a").join("account-signing.nk"),
+            &layout.leaf_accounts["a"],
+        )
+        .unwrap();
+        let dial: jwt::Claims<UserClaims> =
+            jwt::decode(&leaf.dial_jwt("a", &k1.leaf_user.public_key(), 99).unwrap()).unwrap();
+        assert_eq!(dial.sub, k1.leaf_user.public_key());
+        assert_eq!(dial.nats.issuer_account, layout.leaf_accounts["a"]);
+        assert_eq!(
+            dial.nats.allowed_connection_types,
+            vec!["LEAFNODE".to_owned()]
+        );
+        assert!(
+            dial.nats
+                .permissions
+                .publish
+                .allow
+                .contains(&"canopy.down.a.>".to_owned())
+        );
+        assert!(LeafSigner::load(&layout.leaf_dir("a").join("agent.creds"), "x").is_err());
+    }
+
+    #[test]
+    fn the_dialer_binds_both_remotes_of_a_cluster_to_its_own_account() {
+        let text = dialer_remotes_conf(&[DialerRemote {
+            cluster: "a".into(),
+            leaf_url: "nats-leaf://leaf:7422".into(),
+            leaf_creds: "/d/a.leaf.creds".into(),
+            seed_url: "nats-leaf://seed:7422".into(),
+            seed_creds: "/d/a.seed.creds".into(),
+            account: "ADIAL".into(),
+        }]);
+        assert_eq!(text.matches("account: \"ADIAL\"").count(), 2);
+        assert_eq!(text.matches("hub: true").count(), 1);
+        assert!(dialer_remotes_conf(&[]).contains("remotes: [\n]"));
+        assert!(leaf_listener_conf("0.0.0.0:7422").contains("listen: \"0.0.0.0:7422\""));
     }
 }

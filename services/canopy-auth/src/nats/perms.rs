@@ -53,6 +53,23 @@ const SEED_STREAMS: &[&str] = &[
     "POLICIES",
 ];
 
+/// The `dial` user's subjects: the `link` user's publish and subscribe lists together.
+const DIAL_SUBJECTS: &[&str] = &[
+    "canopy.deliver.{cluster}.>",
+    "$JSC.R.>",
+    "$JS.seed.API.CONSUMER.CREATE.COMMANDS.*.canopy.cmd.{cluster}.>",
+    "$JS.seed.API.CONSUMER.CREATE.POLICIES.*.canopy.pol.{cluster}.>",
+    "$JS.seed.API.CONSUMER.DELETE.COMMANDS.*",
+    "$JS.seed.API.CONSUMER.DELETE.POLICIES.*",
+    "$JS.FC.COMMANDS.>",
+    "$JS.FC.POLICIES.>",
+    "$JS.{cluster}.API.CONSUMER.CREATE.EVENTS",
+    "$JS.{cluster}.API.CONSUMER.CREATE.EVENTS.>",
+    "$JS.{cluster}.API.CONSUMER.DELETE.EVENTS.>",
+    "$JS.FC.EVENTS.>",
+    "canopy.down.{cluster}.>",
+];
+
 /// Never allowed to anyone, admins included.
 pub const ALWAYS_DENIED: &[&str] = &[
     "$JS.API.STREAM.DELETE.AUDIT_TRAIL",
@@ -84,12 +101,17 @@ pub const USERS: &[UserSpec] = &[
         home: Home::SeedSystem,
         inbox: "canopy-gateway-sys",
         connection: "STANDARD",
-        publish: &["$SYS.REQ.CLAIMS.UPDATE", "$SYS.REQ.SERVER.*.RELOAD"],
+        publish: &[
+            "$SYS.REQ.CLAIMS.UPDATE",
+            "$SYS.REQ.SERVER.*.RELOAD",
+            "$SYS.REQ.SERVER.*.LEAFZ",
+        ],
         subscribe: &[],
         reads: &[],
         owns: &[],
         purpose: "pushes the Canopy account JWT with revoked link users to the seed and trunks, \
-                  reloads the seed after adding a remote to a leaf",
+                  pushes the accounts of seed-dialed clusters to the dialer, reloads it and reads \
+                  which leaves it holds",
     },
     UserSpec {
         name: "ingestion",
@@ -221,6 +243,22 @@ pub const USERS: &[UserSpec] = &[
         reads: &[],
         owns: &[],
         purpose: "the leaf's link to the seed: only its own EVENTS source, commands and policy",
+    },
+    UserSpec {
+        name: "dial",
+        home: Home::Leaf,
+        inbox: "*",
+        connection: "LEAFNODE",
+        // What the link user may send and receive, in both directions: the dialer connects to
+        // the leaf but is its hub, and nats-server then applies these lists on the dialer's side
+        // without turning them around. The seed's own check is the link user the dialer holds
+        // there.
+        publish: DIAL_SUBJECTS,
+        subscribe: DIAL_SUBJECTS,
+        reads: &[],
+        owns: &[],
+        purpose: "the seed's dialer on a leaf that the seed dials (signed by the leaf's gateway for \
+                  the key the seed names): the subjects of the cluster's link, nothing else",
     },
     UserSpec {
         name: "trunk",
@@ -357,6 +395,21 @@ mod tests {
                 .allow
                 .contains(&"canopy.deliver.a.>".to_owned())
         );
+    }
+
+    #[test]
+    fn the_dial_user_carries_the_link_users_subjects_both_ways() {
+        let link = permissions(spec(Home::Seed, "link").unwrap(), "a");
+        let dial = permissions(spec(Home::Leaf, "dial").unwrap(), "a");
+        let mut both: Vec<String> = link.publish.allow.clone();
+        both.extend(link.subscribe.allow.iter().cloned());
+        both.sort();
+        both.dedup();
+        for list in [&dial.publish.allow, &dial.subscribe.allow] {
+            let mut got = list.clone();
+            got.sort();
+            assert_eq!(got, both);
+        }
     }
 
     #[test]

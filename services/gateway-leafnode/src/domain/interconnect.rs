@@ -21,6 +21,11 @@ impl Request {
         &self.body.request_id
     }
 
+    /// Whether the seed dials the leaf (through its dialer).
+    pub fn seed_dials(&self) -> bool {
+        self.body.direction == LinkDirection::SeedDials as i32
+    }
+
     /// The trunk the link goes through, if any.
     pub fn trunk(&self) -> Option<&str> {
         Some(self.body.trunk.as_str()).filter(|t| !t.is_empty())
@@ -44,6 +49,9 @@ pub struct Registry {
     /// Link user public key → when it was revoked (unix seconds): the Canopy account JWT
     /// refuses them.
     revoked_users: BTreeMap<String, i64>,
+    /// Seed-dialed requests approved and later revoked → when: the link users the seed's
+    /// dialer held for them are refused too.
+    revoked_dialed: Vec<(Request, i64)>,
 }
 
 /// How to answer a leaf's request.
@@ -53,7 +61,7 @@ pub enum Answer {
     Record,
     Pending,
     /// Approved: sign its link user and hand the credentials over.
-    Approved(Request),
+    Approved(Box<Request>),
     Rejected(String),
     Revoked,
     Invalid(String),
@@ -75,7 +83,7 @@ impl Answer {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Change {
     None,
-    Approved(Request),
+    Approved(Box<Request>),
     /// The cluster's link user was revoked (its key is in [`Registry::revoked_users`]).
     Revoked {
         cluster: String,
@@ -104,7 +112,7 @@ impl Registry {
                 if c.pending.as_ref().is_some_and(|p| p.id() == a.request_id) {
                     let approved = c.pending.take();
                     c.approved.clone_from(&approved);
-                    approved.map_or(Change::None, Change::Approved)
+                    approved.map_or(Change::None, |a| Change::Approved(Box::new(a)))
                 } else {
                     Change::None
                 }
@@ -121,6 +129,9 @@ impl Registry {
                     c.revoked.insert(a.id().to_owned());
                     self.revoked_users
                         .insert(a.body.link_user_public_key.clone(), at);
+                    if a.seed_dials() {
+                        self.revoked_dialed.push((a.clone(), at));
+                    }
                     Change::Revoked {
                         cluster: cluster.to_owned(),
                     }
@@ -143,7 +154,7 @@ impl Registry {
         };
         if let Some(a) = c.approved.as_ref().filter(|a| a.id() == id) {
             return if same_keys(a) {
-                Answer::Approved(a.clone())
+                Answer::Approved(Box::new(a.clone()))
             } else {
                 Answer::Invalid(format!("request {id} was approved for other keys"))
             };
@@ -187,6 +198,11 @@ impl Registry {
     pub fn revoked_users(&self) -> &BTreeMap<String, i64> {
         &self.revoked_users
     }
+
+    /// Seed-dialed requests that were revoked, and when.
+    pub fn revoked_dialed(&self) -> &[(Request, i64)] {
+        &self.revoked_dialed
+    }
 }
 
 /// Checks what a leaf sent before anything is recorded: the subject's cluster, keys of the
@@ -225,20 +241,48 @@ pub fn validate(request: &InterconnectRequested) -> Result<(), String> {
     if !request.trunk.is_empty() {
         canopy_kit::subject::ClusterId::parse(&request.trunk).map_err(|e| format!("trunk: {e}"))?;
     }
+    if request.seed_user_jwt.len() > MAX_JWT_BYTES {
+        return Err(format!(
+            "seed_user_jwt is longer than {MAX_JWT_BYTES} bytes"
+        ));
+    }
     match LinkDirection::try_from(request.direction) {
-        Ok(LinkDirection::LeafDials) => Ok(()),
-        Ok(LinkDirection::SeedDials) => {
-            if request.leaf_url.starts_with("nats-leaf://")
-                || request.leaf_url.starts_with("nats://")
-            {
+        Ok(LinkDirection::LeafDials) => {
+            if request.seed_user_jwt.is_empty() {
                 Ok(())
             } else {
-                Err("a seed-dials request needs leaf_url (nats-leaf://host:port)".to_owned())
+                Err("seed_user_jwt belongs to seed-dials requests".to_owned())
+            }
+        }
+        Ok(LinkDirection::SeedDials) => {
+            if !request.trunk.is_empty() {
+                return Err(
+                    "the seed dials a leaf directly: a seed-dials request names no trunk"
+                        .to_owned(),
+                );
+            }
+            let url_ok = request
+                .leaf_url
+                .strip_prefix("nats-leaf://")
+                .is_some_and(|hostport| {
+                    !hostport.is_empty()
+                        && hostport.len() <= 253
+                        && hostport
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || "-.:[]_".contains(c))
+                });
+            if url_ok {
+                Ok(())
+            } else {
+                Err("a seed-dials request needs leaf_url nats-leaf://host:port".to_owned())
             }
         }
         _ => Err("direction must be leaf-dials or seed-dials".to_owned()),
     }
 }
+
+/// The longest user JWT a request may carry.
+pub const MAX_JWT_BYTES: usize = 16 * 1024;
 
 #[cfg(test)]
 mod tests {
@@ -295,6 +339,7 @@ mod tests {
         );
         assert_eq!(r.answer("a", &req("r1")), Answer::Revoked);
         assert_eq!(r.revoked_users().get(USER), Some(&9));
+        assert!(r.revoked_dialed().is_empty());
         assert!(r.is_revoked("a"));
         assert_eq!(r.approved().count(), 0);
         // A revocation without an approved request changes nothing.
@@ -336,6 +381,25 @@ mod tests {
     }
 
     #[test]
+    fn a_revoked_seed_dialed_request_is_remembered_for_its_dialer_keys() {
+        let mut r = Registry::default();
+        let dialed = InterconnectRequested {
+            direction: LinkDirection::SeedDials as i32,
+            leaf_url: "nats-leaf://a:7422".into(),
+            ..req("r1")
+        };
+        r.apply("a", &Body::InterconnectRequested(dialed), 1);
+        let Change::Approved(approved) = r.apply("a", &approve("r1"), 2) else {
+            panic!("not approved");
+        };
+        assert!(approved.seed_dials());
+        r.apply("a", &Body::ClusterRevoked(ClusterRevoked::default()), 7);
+        let revoked = r.revoked_dialed();
+        assert_eq!(revoked.len(), 1);
+        assert_eq!((revoked[0].0.id(), revoked[0].1), ("r1", 7));
+    }
+
+    #[test]
     fn validation_names_what_is_wrong() {
         assert!(validate(&req("r-1")).is_ok());
         let bad_id = InterconnectRequested {
@@ -355,7 +419,39 @@ mod tests {
             direction: LinkDirection::SeedDials as i32,
             ..req("x")
         };
-        assert!(validate(&seed_dials).unwrap_err().contains("seed-dials"));
+        assert!(validate(&seed_dials).unwrap_err().contains("leaf_url"));
+        let seed_dials = InterconnectRequested {
+            leaf_url: "nats-leaf://leaf.example:7422".into(),
+            ..seed_dials
+        };
+        assert!(validate(&seed_dials).is_ok());
+        for bad in [
+            "nats-leaf://a b:1",
+            "nats-leaf://x\"}",
+            "http://x:1",
+            "nats-leaf://",
+        ] {
+            let r = InterconnectRequested {
+                leaf_url: bad.into(),
+                ..seed_dials.clone()
+            };
+            assert!(validate(&r).is_err(), "{bad}");
+        }
+        let via_trunk = InterconnectRequested {
+            trunk: "t1".into(),
+            ..seed_dials.clone()
+        };
+        assert!(validate(&via_trunk).unwrap_err().contains("trunk"));
+        let jwt_on_leaf_dials = InterconnectRequested {
+            seed_user_jwt: "x".into(),
+            ..req("x")
+        };
+        assert!(validate(&jwt_on_leaf_dials).is_err());
+        let huge = InterconnectRequested {
+            seed_user_jwt: "x".repeat(MAX_JWT_BYTES + 1),
+            ..seed_dials
+        };
+        assert!(validate(&huge).unwrap_err().contains("longer"));
         let bad_trunk = InterconnectRequested {
             trunk: "t.>".into(),
             ..req("x")

@@ -123,6 +123,8 @@ pub fn plan(seq: u64, cluster_id: &str, at: DateTime<Utc>, body: &Body) -> Optio
             trunk,
             leaf_url,
             gateway_version,
+            // Only ever on later requests, which are not recorded.
+            seed_user_jwt: _,
         }) => {
             if request_id.is_empty() {
                 return unusable(event, "request_id is empty");
@@ -196,6 +198,7 @@ mod tests {
             trunk: "trunk-eu".into(),
             leaf_url: "nats-leaf://10.0.0.1:7422".into(),
             gateway_version: "0.1.0".into(),
+            seed_user_jwt: String::new(),
         });
         let Some(InterconnectOp::Requested(row)) = plan(7, "edge-1", t(), &body) else {
             panic!("not a request");

@@ -39,6 +39,7 @@ fn requested(c: &str, at: i64, id: &str, version: &str) -> Envelope {
             trunk: "trunk-eu".into(),
             leaf_url: format!("nats-leaf://{c}.example:7422"),
             gateway_version: version.into(),
+            seed_user_jwt: String::new(),
         }),
     )
 }
