@@ -10,7 +10,8 @@ Tree checks:
     and every manifest file sits in some kustomization (no orphans);
   - every overlay includes base/common (default-deny NetworkPolicy + DNS) and a Namespace
     labelled pod-security.kubernetes.io/enforce: restricted;
-  - the overlays' nats configs are identical to nats-config/*.conf (k8s/sync-nats-config.sh);
+  - the overlays' nats configs (and the seed's dialer.conf) are identical to nats-config/*.conf
+    (k8s/sync-nats-config.sh);
 Object checks (tree and stdin):
   - every container: liveness and readiness probes, cpu and memory requests and limits, the
     restricted securityContext (runAsNonRoot, runAsUser 65532, allowPrivilegeEscalation false,
@@ -144,10 +145,11 @@ def check_tree(r: Report) -> list[tuple[str, dict]]:
                       if Path(REPO / f).parent == d and doc.get("kind") == "Namespace"]
         r.check(any(doc["metadata"].get("name") == k.get("namespace") for doc in namespaces),
                 rel(kpath), f"no Namespace {k.get('namespace')} in the overlay")
-        # The nats config copy.
-        src, copy = REPO / "nats-config" / f"{role}.conf", d / f"{role}.conf"
-        r.check(copy.is_file() and src.is_file() and copy.read_bytes() == src.read_bytes(),
-                rel(copy), f"differs from nats-config/{role}.conf (run k8s/sync-nats-config.sh)")
+        # The nats config copies (the seed's overlay also runs the dialer).
+        for conf in (role, "dialer") if role == "seed" else (role,):
+            src, copy = REPO / "nats-config" / f"{conf}.conf", d / f"{conf}.conf"
+            r.check(copy.is_file() and src.is_file() and copy.read_bytes() == src.read_bytes(),
+                    rel(copy), f"differs from nats-config/{conf}.conf (run k8s/sync-nats-config.sh)")
     return objects
 
 

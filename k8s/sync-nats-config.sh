@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Copies nats-config/{seed,leaf,trunk}.conf into the kustomize overlays, whose
+# Copies nats-config/{seed,leaf,trunk,dialer}.conf into the kustomize overlays (the dialer's into
+# the seed's), whose
 # configMapGenerator can only read files inside the overlay (kustomize's load restrictor).
 #   k8s/sync-nats-config.sh          copy
 #   k8s/sync-nats-config.sh --check  exit 1 (and show the diff) when a copy differs
@@ -15,19 +16,22 @@ case "${1:-}" in
 esac
 
 status=0
-for role in seed leaf trunk; do
+# conf:overlay pairs; the seed's overlay also runs the dialer.
+for pair in seed:seed leaf:leaf trunk:trunk dialer:seed; do
+  role="${pair%%:*}"
+  overlay="${pair##*:}"
   from="$src/$role.conf"
-  to="$here/overlays/$role/$role.conf"
+  to="$here/overlays/$overlay/$role.conf"
   if cmp -s "$from" "$to"; then
     continue
   fi
   if [ "$check" = 1 ]; then
-    echo "k8s/overlays/$role/$role.conf differs from nats-config/$role.conf (run k8s/sync-nats-config.sh):" >&2
+    echo "k8s/overlays/$overlay/$role.conf differs from nats-config/$role.conf (run k8s/sync-nats-config.sh):" >&2
     diff -u "$from" "$to" >&2 || true
     status=1
   else
     cp "$from" "$to"
-    echo "updated k8s/overlays/$role/$role.conf"
+    echo "updated k8s/overlays/$overlay/$role.conf"
   fi
 done
 exit "$status"
