@@ -83,6 +83,9 @@ pub struct StackOptions {
     pub interconnect: bool,
     /// With `interconnect`: approve every leaf's request at start-up and wait for its link.
     pub approve_interconnects: bool,
+    /// With `api_auth`: approve through the api as its admin (recorded on the audit trail)
+    /// instead of recording the approval on CONTROL directly.
+    pub approve_through_api: bool,
     /// Put the leaves behind a trunk with this id: they send their requests to the trunk and
     /// dial its leafnode port; the trunk dials the seed.
     pub trunk: Option<String>,
@@ -104,6 +107,7 @@ impl StackOptions {
             doctor_args: vec!["--recovery-hold".to_owned(), "2s".to_owned()],
             interconnect: true,
             approve_interconnects: true,
+            approve_through_api: false,
             trunk: None,
         }
     }
@@ -152,6 +156,7 @@ pub struct Stack {
     /// The api's token key file and an admin token for it, when `api_auth` is on.
     pub api_token_keys: Option<PathBuf>,
     pub admin_token: Option<String>,
+    approve_through_api: bool,
     seed_leaf_port: u16,
     _tmp: Option<tempfile::TempDir>,
 }
@@ -392,6 +397,7 @@ impl Stack {
             nats_auth: layout,
             api_token_keys,
             admin_token,
+            approve_through_api: opts.approve_through_api,
             seed_leaf_port,
             _tmp: tmp,
         };
@@ -440,15 +446,44 @@ impl Stack {
         .await
     }
 
-    /// Waits until the seed recorded `cluster`'s interconnect request, then records an admin's
-    /// approval on CONTROL (what the api's ApproveInterconnect publishes).
+    /// Waits until the seed recorded `cluster`'s interconnect request, then approves it: through
+    /// the api's `ApproveInterconnect` with the admin token with `approve_through_api` (the
+    /// approval is then on the audit trail), else by recording the approval on CONTROL as `by`
+    /// (what that call publishes).
     ///
     /// # Errors
-    /// When the request is not recorded in 30 s or the approval cannot be published.
+    /// When the request is not recorded in 30 s or the approval is refused or not published.
     pub async fn approve_interconnect(&self, cluster: &str, by: &str) -> anyhow::Result<()> {
         use canopy_kit::proto::event::v1::{InterconnectApproved, envelope::Body};
         let request_id = self.request_id(cluster).await?;
         self.wait_requested(cluster, &request_id).await?;
+        if self.approve_through_api && self.admin_token.is_some() {
+            use canopy_proto::api::v1::{
+                ApproveInterconnectRequest, interconnect_service_client::InterconnectServiceClient,
+            };
+            let api = InterconnectServiceClient::new(crate::admin_channel(self).await?);
+            // The api decides on what ingestion has projected: wait until it lists the request.
+            canopy_testkit::eventually(
+                Duration::from_secs(30),
+                &format!("the api to approve the request of {cluster}"),
+                || {
+                    let mut api = api.clone();
+                    let request_id = request_id.clone();
+                    async move {
+                        match api
+                            .approve_interconnect(ApproveInterconnectRequest { request_id })
+                            .await
+                        {
+                            Ok(_) => Ok(Some(())),
+                            Err(s) if s.code() == tonic::Code::NotFound => Ok(None),
+                            Err(s) => Err(anyhow::anyhow!("ApproveInterconnect refused: {s}")),
+                        }
+                    }
+                },
+            )
+            .await?;
+            return Ok(());
+        }
         let client = self.seed.connect().await?;
         let js = canopy_kit::nats::jetstream(client, None);
         let id = canopy_kit::subject::ClusterId::parse(cluster)?;

@@ -51,6 +51,8 @@ async fn main() -> anyhow::Result<()> {
     // Zero trust also on a laptop: a new NATS operator and accounts, and token auth on the api.
     opts.fresh_operator = true;
     opts.api_auth = true;
+    // The admin approves the leaves' requests through the api: on the audit trail.
+    opts.approve_through_api = true;
     opts.health_interval = Duration::from_secs(10);
     opts.doctor_args = vec!["--recovery-hold".to_owned(), "15s".to_owned()];
 
@@ -71,7 +73,7 @@ async fn main() -> anyhow::Result<()> {
             "it dials the seed"
         };
         eprintln!(
-            "  approved the interconnect request {request} of {} at start-up: its link is up ({how})",
+            "  approved the interconnect request {request} of {} through the api at start-up: its link is up ({how})",
             leaf.cluster
         );
     }
