@@ -183,23 +183,10 @@ fn remove_stale_creds(dir: &Path, wanted: &[Wanted]) {
 
 /// Writes `text` to `path` (0600, atomically) unless it already holds it.
 fn write_if_changed(path: &Path, text: &str) -> anyhow::Result<()> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
     if std::fs::read_to_string(path).ok().as_deref() == Some(text) {
         return Ok(());
     }
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .with_context(|| format!("failed to write {}", tmp.display()))?;
-    f.write_all(text.as_bytes())
-        .and_then(|()| f.sync_all())
-        .with_context(|| format!("failed to write {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("failed to write {}", path.display()))
+    crate::leaf_link::write_secret(path, text)
 }
 
 /// The server names of the leaves the dialer holds a connection to (`$SYS.REQ.SERVER.<id>.LEAFZ`;

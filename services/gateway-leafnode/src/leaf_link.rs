@@ -458,7 +458,12 @@ async fn reload(link: &LeafLink) -> anyhow::Result<()> {
     result.context("the leaf's nats-server did not reload")
 }
 
-fn write_secret(path: &Path, text: &str) -> anyhow::Result<()> {
+/// Writes `text` to `path` atomically (a temp file beside it, synced, renamed), readable by the
+/// owner only.
+///
+/// # Errors
+/// When the file cannot be written.
+pub(crate) fn write_secret(path: &Path, text: &str) -> anyhow::Result<()> {
     use std::io::Write as _;
     use std::os::unix::fs::OpenOptionsExt as _;
     let tmp = path.with_extension("tmp");

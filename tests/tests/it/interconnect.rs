@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use anyhow::Context as _;
 use canopy_auth::nats::jwt;
 use canopy_e2e::{LeafSpec, Stack, StackOptions, stream_events};
 use canopy_kit::proto::event::v1::{ClusterRevoked, InterconnectRejected, envelope::Body};
@@ -68,6 +69,35 @@ async fn revoke_and_wait_unlinked(stack: &Stack, cluster: &str) -> anyhow::Resul
     .await
 }
 
+/// The first interconnect request of `cluster` recorded on CONTROL.
+async fn recorded_request(
+    js: &async_nats::jetstream::Context,
+    cluster: &str,
+) -> anyhow::Result<canopy_kit::proto::event::v1::InterconnectRequested> {
+    let requested = stream_events(js, "CONTROL", "canopy.ctl.interconnect.requested").await?;
+    requested
+        .into_iter()
+        .find_map(|e| match e.body {
+            Some(Body::InterconnectRequested(r)) if e.cluster_id == cluster => Some(r),
+            _ => None,
+        })
+        .with_context(|| format!("no request of {cluster} on CONTROL"))
+}
+
+/// The request id a leaf's gateway asks with once it gave up `old` (kept in its link dir).
+async fn new_request_id(link_dir: &std::path::Path, old: &str) -> anyhow::Result<String> {
+    canopy_testkit::eventually(LONG, "a new interconnect request", || {
+        let path = link_dir.join("request-id");
+        async move {
+            Ok(std::fs::read_to_string(path)
+                .ok()
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty() && s != old))
+        }
+    })
+    .await
+}
+
 async fn linked(stack: &Stack, cluster: &str) -> anyhow::Result<bool> {
     Ok(canopy_e2e::leafz_names(stack.link_monitor(cluster))
         .await?
@@ -91,14 +121,7 @@ async fn a_leaf_links_only_once_approved_a_rejected_one_never_and_a_revoked_one_
     stack.wait_requested("prod-eu", &a_id).await?;
     stack.wait_requested("staging-us", &b_id).await?;
     let js = canopy_kit::nats::jetstream(stack.seed.connect().await?, None);
-    let requested = stream_events(&js, "CONTROL", "canopy.ctl.interconnect.requested").await?;
-    let a_req = requested
-        .iter()
-        .find_map(|e| match &e.body {
-            Some(Body::InterconnectRequested(r)) if e.cluster_id == "prod-eu" => Some(r.clone()),
-            _ => None,
-        })
-        .expect("prod-eu's request is on CONTROL");
+    let a_req = recorded_request(&js, "prod-eu").await?;
     let a_dir = stack.leaves[0].link_dir.clone().expect("link dir");
     let a_user =
         nkeys::KeyPair::from_seed(std::fs::read_to_string(a_dir.join("link-user.nk"))?.trim())
@@ -177,42 +200,14 @@ async fn a_leaf_links_only_once_approved_a_rejected_one_never_and_a_revoked_one_
 
     // Revoked: the link drops, the source goes, the seed's resolver refuses the link user.
     revoke_and_wait_unlinked(&stack, "prod-eu").await?;
-    let sys = async_nats::ConnectOptions::new()
-        .credentials_file(stack.nats_auth.seed_creds("sys"))
-        .await?
-        .connect(stack.seed.client_url())
-        .await?;
-    let lookup = sys
-        .request(
-            format!(
-                "$SYS.REQ.ACCOUNT.{}.CLAIMS.LOOKUP",
-                stack.nats_auth.canopy_account
-            ),
-            "".into(),
-        )
-        .await?;
-    let account: jwt::Claims<serde_json::Value> =
-        jwt::decode(std::str::from_utf8(&lookup.payload)?)?;
+    let account = account_on_seed(&stack, &stack.nats_auth.canopy_account).await?;
     assert!(
-        account.nats["revocations"]
-            .get(a_user.public_key())
-            .is_some(),
-        "the Canopy account revokes prod-eu's link user: {}",
-        account.nats
+        account["revocations"].get(a_user.public_key()).is_some(),
+        "the Canopy account revokes prod-eu's link user: {account}"
     );
     // The old credentials cannot link again: the leaf (which keeps retrying every second until
     // its gateway removes them) stays unlinked, and the gateway asks anew with new keys.
-    let new_id = canopy_testkit::eventually(LONG, "a new request from prod-eu", || {
-        let dir = a_dir.clone();
-        let old = a_id.clone();
-        async move {
-            Ok(std::fs::read_to_string(dir.join("request-id"))
-                .ok()
-                .map(|s| s.trim().to_owned())
-                .filter(|s| !s.is_empty() && *s != old))
-        }
-    })
-    .await?;
+    let new_id = new_request_id(&a_dir, &a_id).await?;
     stack.wait_requested("prod-eu", &new_id).await?;
     assert!(!linked(&stack, "prod-eu").await?);
     stack.shutdown().await
@@ -293,14 +288,7 @@ async fn the_seed_dials_a_leaf_that_asks_for_it_and_holds_it_to_its_own_subjects
     let id = stack.request_id("dev-ap").await?;
     stack.wait_requested("dev-ap", &id).await?;
     let js = canopy_kit::nats::jetstream(stack.seed.connect().await?, None);
-    let requested = stream_events(&js, "CONTROL", "canopy.ctl.interconnect.requested").await?;
-    let request = requested
-        .iter()
-        .find_map(|e| match &e.body {
-            Some(Body::InterconnectRequested(r)) if e.cluster_id == "dev-ap" => Some(r.clone()),
-            _ => None,
-        })
-        .expect("dev-ap's request is on CONTROL");
+    let request = recorded_request(&js, "dev-ap").await?;
     assert_eq!(request.direction, LinkDirection::SeedDials as i32);
     let proxy_port = stack.leaves[0].link.port();
     assert_eq!(
@@ -453,17 +441,7 @@ async fn the_seed_dials_a_leaf_that_asks_for_it_and_holds_it_to_its_own_subjects
             .is_some(),
         "the dialer's link user of dev-ap is revoked: {canopy}"
     );
-    let new_id = canopy_testkit::eventually(LONG, "a new request from dev-ap", || {
-        let dir = dir.clone();
-        let old = id.clone();
-        async move {
-            Ok(std::fs::read_to_string(dir.join("request-id"))
-                .ok()
-                .map(|s| s.trim().to_owned())
-                .filter(|s| !s.is_empty() && *s != old))
-        }
-    })
-    .await?;
+    let new_id = new_request_id(&dir, &id).await?;
     stack.wait_requested("dev-ap", &new_id).await?;
     assert!(!dir.join("seed-user.jwt").exists());
     // prod-eu, which dials the seed itself, kept its link throughout.

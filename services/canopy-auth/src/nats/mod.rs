@@ -136,6 +136,31 @@ impl Account {
         )
     }
 
+    /// The JWT of the table row `row` for `cluster`, named `name`, for a key someone else
+    /// holds, valid until `exp`.
+    ///
+    /// # Errors
+    /// When the cluster id or key is invalid, the row is missing, or signing fails.
+    pub fn cluster_user_jwt(
+        &self,
+        row: (Home, &str),
+        name: &str,
+        cluster: &str,
+        user_public_key: &str,
+        exp: i64,
+    ) -> anyhow::Result<String> {
+        check_cluster(cluster)?;
+        let spec = perms::spec(row.0, row.1)
+            .with_context(|| format!("{} user missing from table", row.1))?;
+        self.user_jwt(
+            name,
+            user_public_key,
+            perms::permissions(spec, cluster),
+            &[spec.connection],
+            Some(exp),
+        )
+    }
+
     /// A user from the permission table.
     ///
     /// # Errors
@@ -310,8 +335,9 @@ impl Layout {
         self.leaf_dir(cluster).join(format!("{user}.creds"))
     }
 
-    /// The variables `nats-config/seed.conf` reads for operator mode.
-    pub fn seed_env(&self) -> Vec<(String, String)> {
+    /// The operator-mode variables every `nats-config/*.conf` reads, for a server whose full
+    /// resolver folder is `resolver`.
+    fn operator_env(&self, resolver: PathBuf) -> Vec<(String, String)> {
         vec![
             (
                 "CANOPY_NATS_OPERATOR_JWT".into(),
@@ -323,84 +349,39 @@ impl Layout {
             ),
             (
                 "CANOPY_NATS_RESOLVER_DIR".into(),
-                self.seed_dir().join("resolver").display().to_string(),
+                resolver.display().to_string(),
             ),
         ]
+    }
+
+    /// The variables `nats-config/seed.conf` reads for operator mode.
+    pub fn seed_env(&self) -> Vec<(String, String)> {
+        self.operator_env(self.seed_dir().join("resolver"))
     }
 
     /// The variables `nats-config/leaf.conf` reads for operator mode (its link is in the
     /// `link/remotes.conf` that gateway-leafnode writes once approved, see [`remotes_conf`]).
     pub fn leaf_env(&self, cluster: &str) -> Vec<(String, String)> {
-        vec![
-            (
-                "CANOPY_NATS_OPERATOR_JWT".into(),
-                self.operator_jwt.display().to_string(),
-            ),
-            (
-                "CANOPY_NATS_SYSTEM_ACCOUNT".into(),
-                self.system_account.clone(),
-            ),
-            (
-                "CANOPY_NATS_RESOLVER_DIR".into(),
-                self.leaf_dir(cluster)
-                    .join("resolver")
-                    .display()
-                    .to_string(),
-            ),
-        ]
+        self.operator_env(self.leaf_dir(cluster).join("resolver"))
     }
 
     /// The variables `nats-config/trunk.conf` reads for operator mode and its link to the seed.
     pub fn trunk_env(&self) -> Vec<(String, String)> {
-        vec![
-            (
-                "CANOPY_NATS_OPERATOR_JWT".into(),
-                self.operator_jwt.display().to_string(),
-            ),
-            (
-                "CANOPY_NATS_SYSTEM_ACCOUNT".into(),
-                self.system_account.clone(),
-            ),
-            (
-                "CANOPY_NATS_RESOLVER_DIR".into(),
-                self.dir
-                    .join("trunk")
-                    .join("resolver")
-                    .display()
-                    .to_string(),
-            ),
+        let trunk = self.dir.join("trunk");
+        let mut vars = self.operator_env(trunk.join("resolver"));
+        vars.extend([
             ("CANOPY_NATS_ACCOUNT".into(), self.canopy_account.clone()),
             (
                 "CANOPY_UPLINK_CREDS".into(),
-                self.dir
-                    .join("trunk")
-                    .join("link.creds")
-                    .display()
-                    .to_string(),
+                trunk.join("link.creds").display().to_string(),
             ),
-        ]
+        ]);
+        vars
     }
 
     /// The variables `nats-config/dialer.conf` reads for operator mode.
     pub fn dialer_env(&self) -> Vec<(String, String)> {
-        vec![
-            (
-                "CANOPY_NATS_OPERATOR_JWT".into(),
-                self.operator_jwt.display().to_string(),
-            ),
-            (
-                "CANOPY_NATS_SYSTEM_ACCOUNT".into(),
-                self.system_account.clone(),
-            ),
-            (
-                "CANOPY_NATS_RESOLVER_DIR".into(),
-                self.dir
-                    .join("dialer")
-                    .join("resolver")
-                    .display()
-                    .to_string(),
-            ),
-        ]
+        self.operator_env(self.dir.join("dialer").join("resolver"))
     }
 
     /// `seed/gateway-keys`: what the seed's gateway-leafnode signs with ([`LinkSigner`]).
@@ -718,14 +699,12 @@ impl LeafSigner {
         user_public_key: &str,
         exp: i64,
     ) -> anyhow::Result<String> {
-        check_cluster(cluster)?;
-        let spec = perms::spec(Home::Leaf, "dial").context("dial user missing from table")?;
-        self.account.user_jwt(
+        self.account.cluster_user_jwt(
+            (Home::Leaf, "dial"),
             &format!("seed-dialer-{cluster}"),
+            cluster,
             user_public_key,
-            perms::permissions(spec, cluster),
-            &[spec.connection],
-            Some(exp),
+            exp,
         )
     }
 }
@@ -776,14 +755,12 @@ impl LinkSigner {
         user_public_key: &str,
         exp: i64,
     ) -> anyhow::Result<String> {
-        check_cluster(cluster)?;
-        let spec = perms::spec(Home::Seed, "link").context("link user missing from table")?;
-        self.canopy.user_jwt(
+        self.canopy.cluster_user_jwt(
+            (Home::Seed, "link"),
             &format!("link-{cluster}"),
+            cluster,
             user_public_key,
-            perms::permissions(spec, cluster),
-            &[spec.connection],
-            Some(exp),
+            exp,
         )
     }
 
