@@ -9,6 +9,9 @@
 //! get a FLEET_EVENTS source; a revoked cluster loses it, and its link user is added to the
 //! Canopy account's revocations, pushed to the seed's and the trunks' resolvers.
 //!
+//! Each cluster's approved request is also kept in the key-value bucket `canopy-interconnects`
+//! and restored before CONTROL is replayed, so that an approval outlives CONTROL's retention.
+//!
 //! A leaf may instead ask to be dialed (seed-dials): then the approval names the key of the
 //! user the seed's dialer will connect with, the leaf signs a JWT for it in its own account and
 //! sends it in its next request, and the dialer (see [`crate::dialer`]) links it.
@@ -18,12 +21,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use async_nats::jetstream::{self, consumer::DeliverPolicy, consumer::pull::OrderedConfig};
+use async_nats::jetstream::{self, consumer::DeliverPolicy, consumer::pull::OrderedConfig, kv};
 use canopy_auth::nats::{LinkSigner, sealed};
 use canopy_kit::config::NatsArgs;
 use canopy_kit::envelope::{self, Plane};
 use canopy_kit::proto::event::v1::{
-    InterconnectReply, InterconnectRequested, InterconnectStatus, LinkDirection, envelope::Body,
+    ApprovedInterconnect, InterconnectReply, InterconnectRequested, InterconnectStatus,
+    LinkDirection, envelope::Body,
 };
 use canopy_kit::streams;
 use canopy_kit::subject::ClusterId;
@@ -71,8 +75,18 @@ pub async fn run(
     ready: tokio::sync::watch::Sender<bool>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    let snapshot = snapshot_bucket(&js).await?;
+    let mut registry = Registry::default();
+    let restored = restore(&snapshot, &mut registry).await?;
+    if restored > 0 {
+        info!(
+            restored,
+            "approvals restored from the bucket {SNAPSHOT_BUCKET}"
+        );
+    }
     let shared = Arc::new(Shared {
-        registry: Mutex::new(Registry::default()),
+        registry: Mutex::new(registry),
+        snapshot,
         sealer: sealed::generate(),
         seed,
         js: js.clone(),
@@ -101,6 +115,8 @@ pub async fn run(
 
 struct Shared {
     registry: Mutex<Registry>,
+    /// Each cluster's approved request (see the module docs).
+    snapshot: kv::Store,
     sealer: nkeys::XKey,
     seed: Seed,
     js: jetstream::Context,
@@ -204,6 +220,12 @@ async fn after_replay(shared: &Shared) {
         let r = shared.registry();
         (r.approved().count(), r.revoked_users().len())
     };
+    if let Err(e) = sync_snapshot(shared).await {
+        error!(
+            error = format!("{e:#}"),
+            "the approvals bucket is not in step with CONTROL"
+        );
+    }
     info!(
         approved,
         revoked_link_users = revoked,
@@ -221,14 +243,102 @@ async fn on_change(shared: &Shared, change: Change) {
         Change::Approved(r) => {
             info!(cluster = %r.cluster, request_id = %r.id(), trunk = r.trunk().unwrap_or("-"),
                 "interconnect approved; the leaf gets its link credentials on its next request");
+            if let Err(e) = keep_approval(&shared.snapshot, &r).await {
+                error!(cluster = %r.cluster, error = format!("{e:#}"), "approval not kept in the bucket");
+            }
             reconcile(shared).await;
         }
         Change::Revoked { cluster } => {
             warn!(%cluster, "cluster revoked: its link user is refused and its events no longer sourced");
+            if let Err(e) = shared.snapshot.delete(&cluster).await {
+                error!(%cluster, error = %e, "revoked approval not removed from the bucket");
+            }
             push_revocations(shared).await;
             reconcile(shared).await;
         }
     }
+}
+
+/// The bucket of approved interconnects.
+pub const SNAPSHOT_BUCKET: &str = "canopy-interconnects";
+
+async fn snapshot_bucket(js: &jetstream::Context) -> anyhow::Result<kv::Store> {
+    match js.get_key_value(SNAPSHOT_BUCKET).await {
+        Ok(store) => Ok(store),
+        Err(_) => js
+            .create_key_value(kv::Config {
+                bucket: SNAPSHOT_BUCKET.to_owned(),
+                description: "Each cluster's approved interconnect request (gateway-leafnode)"
+                    .to_owned(),
+                history: 1,
+                storage: jetstream::stream::StorageType::File,
+                ..Default::default()
+            })
+            .await
+            .with_context(|| format!("failed to create the bucket {SNAPSHOT_BUCKET}")),
+    }
+}
+
+/// Loads every kept approval into `registry`; returns how many.
+async fn restore(store: &kv::Store, registry: &mut Registry) -> anyhow::Result<usize> {
+    let mut keys = store
+        .keys()
+        .await
+        .with_context(|| format!("failed to list the bucket {SNAPSHOT_BUCKET}"))?;
+    let mut n = 0;
+    while let Some(key) = keys.next().await {
+        let key = key.with_context(|| format!("failed to list the bucket {SNAPSHOT_BUCKET}"))?;
+        let Some(value) = store
+            .get(&key)
+            .await
+            .with_context(|| format!("failed to read {key} in {SNAPSHOT_BUCKET}"))?
+        else {
+            continue;
+        };
+        match ApprovedInterconnect::decode(value.as_ref()) {
+            Ok(ApprovedInterconnect {
+                cluster_id,
+                request: Some(request),
+            }) if cluster_id == key => {
+                registry.restore(&cluster_id, request);
+                n += 1;
+            }
+            _ => warn!(%key, "unreadable approval in {SNAPSHOT_BUCKET} ignored"),
+        }
+    }
+    Ok(n)
+}
+
+async fn keep_approval(store: &kv::Store, r: &interconnect::Request) -> anyhow::Result<()> {
+    let value = ApprovedInterconnect {
+        cluster_id: r.cluster.clone(),
+        request: Some(r.body.clone()),
+    }
+    .encode_to_vec();
+    if store.get(&r.cluster).await?.as_deref() != Some(value.as_slice()) {
+        store.put(&r.cluster, value.into()).await?;
+    }
+    Ok(())
+}
+
+/// After the replay: keeps every approved request, forgets the clusters that have none.
+async fn sync_snapshot(shared: &Shared) -> anyhow::Result<()> {
+    let approved: Vec<interconnect::Request> = shared.registry().approved().cloned().collect();
+    for r in &approved {
+        keep_approval(&shared.snapshot, r).await?;
+    }
+    let mut keys = shared.snapshot.keys().await?;
+    let mut stale = Vec::new();
+    while let Some(key) = keys.next().await {
+        let key = key?;
+        if !approved.iter().any(|a| a.cluster == key) {
+            stale.push(key);
+        }
+    }
+    for key in stale {
+        shared.snapshot.delete(&key).await?;
+    }
+    Ok(())
 }
 
 /// Sources every approved and static cluster, drops the revoked ones, and tells the link

@@ -448,3 +448,68 @@ async fn the_seed_dials_a_leaf_that_asks_for_it_and_holds_it_to_its_own_subjects
     assert!(linked(&stack, "prod-eu").await?);
     stack.shutdown().await
 }
+
+/// The value of `canopy_gateway_interconnect_requests_total{status}` on the seed's gateway.
+async fn answered(stack: &Stack, status: &str) -> anyhow::Result<f64> {
+    let (code, body) = canopy_testkit::http::get(
+        stack.gateway.http_addr(),
+        "/metrics",
+        Duration::from_secs(5),
+    )
+    .await?;
+    anyhow::ensure!(code == 200, "/metrics answered {code}");
+    let prefix = format!("canopy_gateway_interconnect_requests_total{{status=\"{status}\"}} ");
+    Ok(body
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .map_or(Ok(0.0), str::parse)?)
+}
+
+#[tokio::test]
+async fn an_approval_outlives_the_interconnect_events_on_control() -> anyhow::Result<()> {
+    let mut stack = Stack::start(StackOptions::new(vec![LeafSpec::new(
+        "prod-eu",
+        Fixture::load("prod-eu")?,
+    )]))
+    .await?;
+    // CONTROL keeps events 365 days: drop its interconnect events as their age would, then
+    // restart the seed's gateway, which rebuilds its state from CONTROL and its bucket.
+    let js = canopy_kit::nats::jetstream(stack.seed.connect().await?, None);
+    js.get_stream("CONTROL")
+        .await?
+        .purge()
+        .filter("canopy.ctl.interconnect.>")
+        .await?;
+    assert!(
+        stream_events(&js, "CONTROL", "canopy.ctl.interconnect.>")
+            .await?
+            .is_empty()
+    );
+    stack.gateway.stop().await?;
+    stack.gateway.start().await?;
+    // The leaf's next status requests are answered "approved", from the bucket: nothing is
+    // recorded anew, the source and the link stay.
+    wait_until(LONG, "a status request answered approved", || async {
+        Ok(answered(&stack, "approved").await? >= 1.0)
+    })
+    .await?;
+    assert_eq!(answered(&stack, "pending").await?, 0.0);
+    assert!(
+        stream_events(&js, "CONTROL", "canopy.ctl.interconnect.requested")
+            .await?
+            .is_empty(),
+        "the approved leaf was recorded as a new request"
+    );
+    assert!(sourced(&stack, "prod-eu").await?);
+    assert!(linked(&stack, "prod-eu").await?);
+    // A revocation still applies, and removes the kept approval.
+    revoke_and_wait_unlinked(&stack, "prod-eu").await?;
+    // The seed gateway's bucket of approvals.
+    let kv = js.get_key_value("canopy-interconnects").await?;
+    wait_until(LONG, "the revoked approval removed from the bucket", || {
+        let kv = kv.clone();
+        async move { Ok(kv.get("prod-eu").await?.is_none()) }
+    })
+    .await?;
+    stack.shutdown().await
+}

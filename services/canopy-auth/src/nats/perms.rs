@@ -44,15 +44,6 @@ pub struct UserSpec {
     pub purpose: &'static str,
 }
 
-const SEED_STREAMS: &[&str] = &[
-    "FLEET_EVENTS",
-    "COMMANDS",
-    "CONTROL",
-    "AUDIT_TRAIL",
-    "DEAD_LETTER",
-    "POLICIES",
-];
-
 /// The `dial` user's subjects: the `link` user's publish and subscribe lists together.
 const DIAL_SUBJECTS: &[&str] = &[
     "canopy.deliver.{cluster}.>",
@@ -68,6 +59,17 @@ const DIAL_SUBJECTS: &[&str] = &[
     "$JS.{cluster}.API.CONSUMER.DELETE.EVENTS.>",
     "$JS.FC.EVENTS.>",
     "canopy.down.{cluster}.>",
+];
+
+/// The seed streams and the seed gateway's bucket of approved interconnects.
+const GATEWAY_STREAMS: &[&str] = &[
+    "FLEET_EVENTS",
+    "COMMANDS",
+    "CONTROL",
+    "AUDIT_TRAIL",
+    "DEAD_LETTER",
+    "POLICIES",
+    "KV_canopy-interconnects",
 ];
 
 /// Never allowed to anyone, admins included.
@@ -88,13 +90,15 @@ pub const USERS: &[UserSpec] = &[
             "canopy.ctl.link.>",
             "canopy.ctl.interconnect.requested",
             "_INBOX_canopy-bootstrap.*.>",
+            "$KV.canopy-interconnects.>",
         ],
         subscribe: &["canopy.interconnect.request.*"],
-        reads: SEED_STREAMS,
-        owns: SEED_STREAMS,
+        reads: GATEWAY_STREAMS,
+        owns: GATEWAY_STREAMS,
         purpose: "creates the seed streams, answers interconnect requests (records them, hands \
                   approved leaves their sealed link credentials), adds and removes FLEET_EVENTS \
-                  sources, reports links",
+                  sources, reports links; keeps each cluster's approval in the bucket \
+                  canopy-interconnects",
     },
     UserSpec {
         name: "gateway-sys",

@@ -142,6 +142,18 @@ impl Registry {
         }
     }
 
+    /// Takes `request` of `cluster` as approved, from the snapshot kept beside CONTROL, before
+    /// CONTROL is replayed (its events then apply on top: a later revocation or approval wins).
+    pub fn restore(&mut self, cluster: &str, request: InterconnectRequested) {
+        let c = self.clusters.entry(cluster.to_owned()).or_default();
+        if c.approved.is_none() {
+            c.approved = Some(Request {
+                cluster: cluster.to_owned(),
+                body: request,
+            });
+        }
+    }
+
     /// How to answer `request` from `cluster` (already validated).
     pub fn answer(&self, cluster: &str, request: &InterconnectRequested) -> Answer {
         let Some(c) = self.clusters.get(cluster) else {
@@ -378,6 +390,26 @@ mod tests {
             r.answer("a", &req("r2")),
             Answer::Rejected("unknown cluster".into())
         );
+    }
+
+    #[test]
+    fn a_restored_approval_holds_until_control_says_otherwise() {
+        let mut r = Registry::default();
+        r.restore("a", req("r1"));
+        assert!(matches!(r.answer("a", &req("r1")), Answer::Approved(_)));
+        // Replaying its own events changes nothing.
+        r.apply("a", &Body::InterconnectRequested(req("r1")), 1);
+        assert_eq!(r.apply("a", &approve("r1"), 2), Change::None);
+        assert_eq!(r.approved().count(), 1);
+        // A revocation on CONTROL wins.
+        r.apply("a", &Body::ClusterRevoked(ClusterRevoked::default()), 3);
+        assert_eq!(r.answer("a", &req("r1")), Answer::Revoked);
+        // A restore never replaces a newer approval.
+        let mut r = Registry::default();
+        r.apply("a", &Body::InterconnectRequested(req("r2")), 1);
+        r.apply("a", &approve("r2"), 2);
+        r.restore("a", req("r1"));
+        assert!(matches!(r.answer("a", &req("r2")), Answer::Approved(_)));
     }
 
     #[test]
