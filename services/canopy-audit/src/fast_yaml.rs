@@ -336,12 +336,13 @@ fn split_key(t: &str) -> Option<Option<(String, &str)>> {
 /// (` #`) starts first.
 fn key_separator(t: &str) -> Option<usize> {
     let b = t.as_bytes();
-    for i in memchr::memchr2_iter(b':', b'#', b) {
-        if b[i] == b'#' {
+    // Lines are short: a plain loop beats a vectorised search here.
+    for (i, &c) in b.iter().enumerate() {
+        if c == b'#' {
             if i > 0 && b[i - 1] == b' ' {
                 return None;
             }
-        } else if i + 1 == b.len() || b[i + 1] == b' ' {
+        } else if c == b':' && (i + 1 == b.len() || b[i + 1] == b' ') {
             return Some(i);
         }
     }
@@ -488,13 +489,13 @@ fn scalar(t: &str) -> Option<Value> {
     // A plain scalar ends at a comment; `: ` inside it would make it a key.
     let b = t.as_bytes();
     let mut end = b.len();
-    for i in memchr::memchr2_iter(b':', b'#', b) {
-        if b[i] == b'#' {
+    for (i, &c) in b.iter().enumerate() {
+        if c == b'#' {
             if b[i - 1] == b' ' {
                 end = i;
                 break;
             }
-        } else if i + 1 == b.len() || b[i + 1] == b' ' {
+        } else if c == b':' && (i + 1 == b.len() || b[i + 1] == b' ') {
             return None;
         }
     }

@@ -53,7 +53,12 @@ pub struct Finding {
 impl Finding {
     /// The typed id of [`Finding::check`].
     pub fn check_id(&self) -> Option<CheckId> {
-        CheckId::parse(self.check)
+        // The engine's findings carry the catalogue's own id string: found by address first.
+        crate::catalogue::CATALOGUE
+            .iter()
+            .find(|c| std::ptr::eq(c.id, self.check))
+            .map(|c| c.check)
+            .or_else(|| CheckId::parse(self.check))
     }
 
     /// The deterministic order of findings: namespace, kind, name, check, path (then the

@@ -15,8 +15,9 @@
 use std::collections::VecDeque;
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
+use memchr::memmem::Finder;
 use serde_json::Value;
 
 /// A manifest that could not be read or parsed.
@@ -426,17 +427,7 @@ impl OpenFile {
             self.advance(first_len, 1);
             return;
         }
-        let mut newlines = 0;
-        let mut end = None;
-        for i in memchr::memchr_iter(b'\n', bytes) {
-            newlines += 1;
-            let next = i + 1;
-            if matches!(bytes.get(next), Some(b'-' | b'.')) && marker(&rest[next..]).is_some() {
-                end = Some(next);
-                break;
-            }
-        }
-        let end = match end {
+        let end = match next_marker(rest) {
             Some(end) => end,
             // The last document of the input (unless reading failed inside it).
             None if self.eof && self.failure.is_none() => bytes.len(),
@@ -450,6 +441,7 @@ impl OpenFile {
             }
         };
         let start_line = self.line;
+        let newlines = count_newlines(&bytes[..end]);
         let parsed = yaml_document(&rest[..end], start_line, first_marker.is_some());
         self.advance(end, newlines);
         match parsed {
@@ -623,6 +615,30 @@ fn append_lines(text: &mut String, bytes: &[u8]) -> bool {
 
 fn count_newlines(bytes: &[u8]) -> usize {
     memchr::memchr_iter(b'\n', bytes).count()
+}
+
+/// A line feed and the start of a `---` or `...` marker, searched for as such: that skips over
+/// the lines of a document much faster than stopping at each of them.
+static DASHES: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\n---"));
+static DOTS: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\n..."));
+
+/// Where the first document marker line after the first line of `text` starts.
+fn next_marker(text: &str) -> Option<usize> {
+    let bytes = text.as_bytes();
+    let first = |finder: &Finder<'_>, hay: &[u8]| {
+        finder
+            .find_iter(hay)
+            .map(|i| i + 1)
+            .find(|&next| marker(&text[next..]).is_some())
+    };
+    let dashes = first(&DASHES, bytes);
+    // `...` lines are rare: they are looked for only up to the next `---` line.
+    let limit = dashes.map_or(bytes.len(), |d| (d + 3).min(bytes.len()));
+    let dots = first(&DOTS, &bytes[..limit]);
+    match (dashes, dots) {
+        (Some(d), Some(e)) => Some(d.min(e)),
+        (d, e) => d.or(e),
+    }
 }
 
 /// Whether the line at the start of `text` is a document marker: `---` or `...`, alone or

@@ -386,67 +386,77 @@ impl<T: Clone> CrossState<T> {
     /// Decides every pending verdict, handing each finding to `emit` as soon as it is made, in
     /// the order the objects were added (workloads, then bindings).
     pub fn finish_each(self, policy: &CompiledPolicy, mut emit: impl FnMut(Finding, T)) {
+        // The messages are assembled piece by piece: there is a finding per workload at worst.
         for w in self.workloads {
             let ns = w.resource.namespace.as_deref().unwrap_or("");
-            let mut findings: Vec<Finding> = Vec::with_capacity(2);
-            if let Some(sa) = &w.service_account {
+            let automount = w.service_account.as_ref().and_then(|sa| {
                 let disabled = self
                     .sa_disabled
                     .get(ns)
                     .is_some_and(|set| set.contains(sa.as_ref()));
-                if !disabled {
-                    let sa_name = if ns.is_empty() {
-                        sa.to_string()
-                    } else {
-                        format!("{ns}/{sa}")
-                    };
-                    findings.push(make_finding(
-                        policy,
-                        CheckId::SaAutomount,
-                        CheckId::SaAutomount.def().standards,
-                        w.resource.clone(),
-                        None,
-                        format!("{}.automountServiceAccountToken", w.sp),
-                        format!(
-                            "automountServiceAccountToken is disabled neither on the pod nor on ServiceAccount {sa_name}"
-                        ),
-                    ));
+                if disabled {
+                    return None;
                 }
-            }
-            if let Some(labels) = &w.labels {
+                let mut message = String::from(
+                    "automountServiceAccountToken is disabled neither on the pod nor on ServiceAccount ",
+                );
+                if !ns.is_empty() {
+                    message.push_str(ns);
+                    message.push('/');
+                }
+                message.push_str(sa);
+                Some(make_finding(
+                    policy,
+                    CheckId::SaAutomount,
+                    CheckId::SaAutomount.def().standards,
+                    w.resource.clone(),
+                    None,
+                    [w.sp, ".automountServiceAccountToken"].concat(),
+                    message,
+                ))
+            });
+            let netpol = w.labels.as_ref().and_then(|labels| {
                 let covered = self
                     .netpols
                     .get(ns)
                     .is_some_and(|sels| sels.iter().any(|sel| sel.matches(labels)));
-                if !covered {
-                    let shown: Vec<String> =
-                        labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
-                    let where_ = if ns.is_empty() {
-                        "its namespace".to_owned()
-                    } else {
-                        format!("namespace {ns}")
-                    };
-                    findings.push(make_finding(
-                        policy,
-                        CheckId::NetpolMissing,
-                        CheckId::NetpolMissing.def().standards,
-                        w.resource.clone(),
-                        None,
-                        format!("{}.labels", w.mp),
-                        format!(
-                            "no NetworkPolicy in {where_} selects the pod (labels {{{}}})",
-                            shown.join(", ")
-                        ),
-                    ));
+                if covered {
+                    return None;
                 }
-            }
-            let mut tag = Some(w.tag);
-            let n = findings.len();
-            for (i, f) in findings.into_iter().enumerate() {
-                let t = if i + 1 == n { tag.take() } else { tag.clone() };
-                if let Some(t) = t {
-                    emit(f, t);
+                let mut message = String::from("no NetworkPolicy in ");
+                if ns.is_empty() {
+                    message.push_str("its namespace");
+                } else {
+                    message.push_str("namespace ");
+                    message.push_str(ns);
                 }
+                message.push_str(" selects the pod (labels {");
+                for (i, (k, v)) in labels.iter().enumerate() {
+                    if i > 0 {
+                        message.push_str(", ");
+                    }
+                    for part in [k, "=", v] {
+                        message.push_str(part);
+                    }
+                }
+                message.push_str("})");
+                Some(make_finding(
+                    policy,
+                    CheckId::NetpolMissing,
+                    CheckId::NetpolMissing.def().standards,
+                    w.resource.clone(),
+                    None,
+                    [w.mp, ".labels"].concat(),
+                    message,
+                ))
+            });
+            match (automount, netpol) {
+                (Some(a), Some(n)) => {
+                    emit(a, w.tag.clone());
+                    emit(n, w.tag);
+                }
+                (Some(f), None) | (None, Some(f)) => emit(f, w.tag),
+                (None, None) => {}
             }
         }
         for b in self.bindings {

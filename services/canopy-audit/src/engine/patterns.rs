@@ -9,23 +9,6 @@ fn norm(b: u8) -> u8 {
     }
 }
 
-/// Does `hay` contain `needle` (already upper case, `_` separated) under [`norm`]?
-fn contains_norm(hay: &[u8], needle: &[u8]) -> bool {
-    if needle.len() > hay.len() {
-        return false;
-    }
-    hay.windows(needle.len())
-        .any(|w| w.iter().zip(needle).all(|(&h, &n)| norm(h) == n))
-}
-
-fn ends_with_norm(hay: &[u8], needle: &[u8]) -> bool {
-    hay.len() >= needle.len()
-        && hay[hay.len() - needle.len()..]
-            .iter()
-            .zip(needle)
-            .all(|(&h, &n)| norm(h) == n)
-}
-
 const SECRET_WORDS: &[&[u8]] = &[
     b"PASSWORD",
     b"PASSWD",
@@ -70,10 +53,35 @@ const NOT_SECRET_SUFFIXES: &[&[u8]] = &[
 ];
 
 /// Does an environment variable / ConfigMap key name look like it holds a secret?
+///
+/// The name is normalised ([`norm`]) once, on the stack unless it is long; the words and
+/// suffixes are then compared byte for byte.
 pub(crate) fn secret_like_name(name: &str) -> bool {
     let b = name.as_bytes();
-    SECRET_WORDS.iter().any(|w| contains_norm(b, w))
-        && !NOT_SECRET_SUFFIXES.iter().any(|s| ends_with_norm(b, s))
+    let mut stack = [0u8; 64];
+    let mut heap = Vec::new();
+    let normalised = match stack.get_mut(..b.len()) {
+        Some(buf) => buf,
+        None => {
+            heap.resize(b.len(), 0);
+            heap.as_mut_slice()
+        }
+    };
+    for (n, &c) in normalised.iter_mut().zip(b) {
+        *n = norm(c);
+    }
+    let n = &*normalised;
+    SECRET_WORDS.iter().any(|w| contains(n, w))
+        && !NOT_SECRET_SUFFIXES.iter().any(|s| n.ends_with(s))
+}
+
+/// Does `hay` contain `needle` (both non-empty in practice)?
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    let Some(&first) = needle.first() else {
+        return true;
+    };
+    hay.windows(needle.len())
+        .any(|w| w.first() == Some(&first) && w == needle)
 }
 
 /// Is `v` a placeholder rather than a value (`${VAR}`, `$(VAR)`, `{{ .x }}`, `<changeme>`)?
@@ -241,20 +249,47 @@ const PREFIXED: &[Prefixed] = &[
     },
 ];
 
-/// Does a (ConfigMap) value contain something that looks like a credential? Returns what.
-pub(crate) fn credential_in_value(v: &str) -> Option<&'static str> {
-    let s = v.as_bytes();
-    for p in PREFIXED {
-        for (i, _) in v.match_indices(p.prefix) {
-            if !boundary_before(s, i) {
-                continue;
+/// Whether a byte starts one of the [`PREFIXED`] prefixes.
+const PREFIX_START: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut i = 0;
+    while i < PREFIXED.len() {
+        table[PREFIXED[i].prefix.as_bytes()[0] as usize] = true;
+        i += 1;
+    }
+    table
+};
+
+/// The first entry of [`PREFIXED`] (in its order) whose prefix starts a token anywhere in `s`
+/// after a word boundary, found in one pass over `s` for all of them. (No prefix overlaps
+/// itself across a boundary character, so every occurrence counts as a separate match.)
+fn prefixed_token(s: &[u8]) -> Option<&'static Prefixed> {
+    let mut best = PREFIXED.len();
+    for (i, &c) in s.iter().enumerate() {
+        if !PREFIX_START[usize::from(c)] || !boundary_before(s, i) {
+            continue;
+        }
+        let rest = s.get(i..).unwrap_or_default();
+        let found = PREFIXED.iter().take(best).position(|p| {
+            rest.starts_with(p.prefix.as_bytes()) && {
+                let n = run_len(s, i + p.prefix.len(), p.max + 1, p.token_char);
+                n >= p.min && n <= p.max
             }
-            let start = i + p.prefix.len();
-            let n = run_len(s, start, p.max + 1, p.token_char);
-            if n >= p.min && n <= p.max {
-                return Some(p.what);
+        });
+        if let Some(k) = found {
+            best = k;
+            if best == 0 {
+                break;
             }
         }
+    }
+    PREFIXED.get(best)
+}
+
+/// Does a (ConfigMap) value contain something that looks like a credential? Returns what.
+pub(crate) fn credential_in_value(v: &str) -> Option<&'static str> {
+    if let Some(p) = prefixed_token(v.as_bytes()) {
+        return Some(p.what);
     }
     if private_key_block(v) {
         return Some("a private key");
@@ -467,6 +502,101 @@ mod tests {
         for (v, want) in cases {
             assert_eq!(credential_in_value(v).is_some(), want, "{v}");
         }
+    }
+
+    /// The matchers as first written (a search per word, per suffix and per prefix).
+    fn secret_like_name_reference(name: &str) -> bool {
+        let hay = name.as_bytes();
+        let eq = |w: &[u8], n: &[u8]| w.iter().zip(n).all(|(&h, &n)| norm(h) == n);
+        SECRET_WORDS
+            .iter()
+            .any(|w| w.len() <= hay.len() && hay.windows(w.len()).any(|win| eq(win, w)))
+            && !NOT_SECRET_SUFFIXES
+                .iter()
+                .any(|s| hay.len() >= s.len() && eq(&hay[hay.len() - s.len()..], s))
+    }
+
+    fn prefixed_token_reference(v: &str) -> Option<&'static str> {
+        let s = v.as_bytes();
+        for p in PREFIXED {
+            for (i, _) in v.match_indices(p.prefix) {
+                let n = run_len(s, i + p.prefix.len(), p.max + 1, p.token_char);
+                if boundary_before(s, i) && n >= p.min && n <= p.max {
+                    return Some(p.what);
+                }
+            }
+        }
+        None
+    }
+
+    /// The one-pass matchers agree with the reference ones on names and values made of
+    /// secret words, token prefixes, separators and token characters.
+    #[test]
+    fn matchers_agree_with_their_references() {
+        let pieces = [
+            "AKIA",
+            "ASIA",
+            "ghp_",
+            "gho_",
+            "github_pat_",
+            "glpat-",
+            "xoxb-",
+            "xoxp-",
+            "AIza",
+            "sk_live_",
+            "rk_live_",
+            "A",
+            "g",
+            "x",
+            "-",
+            "_",
+            ".",
+            " ",
+            "=",
+            ":",
+            "\n",
+            "Z9",
+            "abcdefghij",
+            "0123456789ABCDEF",
+            "KLMNOPQRSTUVWXYZ",
+            "password",
+            "Secret",
+            "TOK",
+            "en",
+            "api-key",
+            "_FILE",
+            "_name",
+            "\u{e9}",
+            "\u{1f600}",
+        ];
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = move |n: usize| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % n as u64) as usize
+        };
+        let mut tokens = 0;
+        for _ in 0..50_000 {
+            let len = 1 + next(12);
+            let text: String = (0..len).map(|_| pieces[next(pieces.len())]).collect();
+            assert_eq!(
+                secret_like_name(&text),
+                secret_like_name_reference(&text),
+                "{text:?}"
+            );
+            let want = prefixed_token_reference(&text);
+            assert_eq!(
+                prefixed_token(text.as_bytes()).map(|p| p.what),
+                want,
+                "{text:?}"
+            );
+            tokens += usize::from(want.is_some());
+        }
+        assert!(tokens > 1000, "only {tokens} values hold a token");
+        let long = format!("{}_PASSWORD{}", "x".repeat(100), "-y".repeat(40));
+        assert_eq!(secret_like_name(&long), secret_like_name_reference(&long));
+        assert!(secret_like_name(&long));
     }
 
     #[test]

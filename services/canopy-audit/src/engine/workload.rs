@@ -130,8 +130,27 @@ impl<'a> Ctr<'a> {
         ctr
     }
 
+    /// `{sp}.{list}[{idx}]{suffix}`, built without the formatting machinery (every container
+    /// finding has one).
     fn path(&self, sp: &str, suffix: &str) -> String {
-        format!("{sp}.{}[{}]{suffix}", self.list, self.idx)
+        let mut digits = [0u8; 20];
+        let mut start = digits.len();
+        let mut n = self.idx;
+        loop {
+            start -= 1;
+            digits[start] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        let idx = std::str::from_utf8(&digits[start..]).unwrap_or_default();
+        let mut p =
+            String::with_capacity(sp.len() + self.list.len() + idx.len() + suffix.len() + 3);
+        for part in [sp, ".", self.list, "[", idx, "]", suffix] {
+            p.push_str(part);
+        }
+        p
     }
 
     fn is_ephemeral(&self) -> bool {

@@ -456,3 +456,44 @@ fn finish_each_streams_the_same_findings_in_input_order() {
         .collect();
     assert_eq!(sa_tags, [1, 3]);
 }
+
+/// The messages of the cross-object findings, with and without a namespace and labels.
+#[test]
+fn cross_object_messages() {
+    let messages = |objs: &[Value], check: &str| -> Vec<String> {
+        audit(objs)
+            .into_iter()
+            .filter(|f| f.check == check)
+            .map(|f| f.message)
+            .collect()
+    };
+    let mut labelled = pod_automount(None, Some("app"));
+    set(
+        &mut labelled,
+        "/metadata/labels",
+        json!({"tier": "web", "app": "a"}),
+    );
+    assert_eq!(
+        messages(std::slice::from_ref(&labelled), "SA-AUTOMOUNT"),
+        [
+            "automountServiceAccountToken is disabled neither on the pod nor on ServiceAccount ns/app"
+        ]
+    );
+    assert_eq!(
+        messages(std::slice::from_ref(&labelled), "NETPOL-MISSING"),
+        ["no NetworkPolicy in namespace ns selects the pod (labels {app=a, tier=web})"]
+    );
+    let mut bare = pod_automount(None, None);
+    remove(&mut bare, "/metadata/namespace");
+    remove(&mut bare, "/metadata/labels");
+    assert_eq!(
+        messages(std::slice::from_ref(&bare), "SA-AUTOMOUNT"),
+        [
+            "automountServiceAccountToken is disabled neither on the pod nor on ServiceAccount default"
+        ]
+    );
+    assert_eq!(
+        messages(std::slice::from_ref(&bare), "NETPOL-MISSING"),
+        ["no NetworkPolicy in its namespace selects the pod (labels {})"]
+    );
+}
