@@ -17,6 +17,8 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use canopy_auth::token::{Role, TokenClaims, TokenError, Verifier};
+
+use crate::domain::scope::Scope;
 use canopy_kit::proto::event::v1::ActionOutcome;
 use futures::future::BoxFuture;
 use tonic::Status;
@@ -40,11 +42,9 @@ impl Identity {
         }
     }
 
-    /// Whether a cluster with `labels` is within this identity's scope.
-    pub fn sees(&self, labels: &std::collections::HashMap<String, String>) -> bool {
-        self.scope
-            .iter()
-            .all(|(k, v)| labels.get(k).is_some_and(|have| have == v))
+    /// The clusters this identity may see and act on.
+    pub fn scope(&self) -> Scope {
+        Scope::new(self.scope.clone())
     }
 }
 
@@ -84,6 +84,15 @@ const fn mutating(role: Role) -> Access {
     Access::Role {
         role,
         scoped: false,
+        mutating: true,
+    }
+}
+
+/// A method that changes something on clusters in the caller's scope only.
+const fn scoped_mutating(role: Role) -> Access {
+    Access::Role {
+        role,
+        scoped: true,
         mutating: true,
     }
 }
@@ -140,27 +149,27 @@ pub const METHODS: &[(&str, Access)] = &[
     ),
     (
         "/canopy.api.v1.CommandService/GetCommand",
-        role(Role::Viewer),
+        scoped(Role::Viewer),
     ),
     (
         "/canopy.api.v1.CommandService/ListCommands",
-        role(Role::Viewer),
+        scoped(Role::Viewer),
     ),
     (
         "/canopy.api.v1.CommandService/WatchCommand",
-        role(Role::Viewer),
+        scoped(Role::Viewer),
     ),
     (
         "/canopy.api.v1.CommandService/RunAudit",
-        mutating(Role::Operator),
+        scoped_mutating(Role::Operator),
     ),
     (
         "/canopy.api.v1.CommandService/RefreshInventory",
-        mutating(Role::Operator),
+        scoped_mutating(Role::Operator),
     ),
     (
         "/canopy.api.v1.CommandService/CheckLiveness",
-        mutating(Role::Operator),
+        scoped_mutating(Role::Operator),
     ),
     (
         "/canopy.api.v1.ScheduleService/ListSchedules",
@@ -568,6 +577,12 @@ where
     }
 }
 
+/// The scope of the caller of a request: the whole fleet when the token is unscoped or
+/// authentication is off.
+pub fn scope<T>(request: &tonic::Request<T>) -> Scope {
+    identity(request).map_or_else(Scope::fleet, Identity::scope)
+}
+
 /// The caller of a request that passed [`AuthLayer`] (`None` when auth is off or public).
 pub fn identity<T>(request: &tonic::Request<T>) -> Option<&Identity> {
     request.extensions().get::<Identity>()
@@ -634,6 +649,17 @@ mod tests {
         );
         let r = authorize(&v, "/canopy.api.v1.EventService/Watch", Some(&scoped)).unwrap_err();
         assert_eq!(r.status, tonic::Code::PermissionDenied);
+        // Scope-aware changes stay on the audit trail.
+        let run = "/canopy.api.v1.CommandService/RunAudit";
+        assert!(authorize(&v, run, Some(&scoped)).is_ok());
+        assert!(is_mutating(run));
+        let scoped_viewer = bearer(&cfg, Role::Viewer, &[("env", "prod")]);
+        let r = authorize(&v, run, Some(&scoped_viewer)).unwrap_err();
+        assert_eq!(
+            r.status,
+            tonic::Code::PermissionDenied,
+            "the role still applies"
+        );
     }
 
     #[test]

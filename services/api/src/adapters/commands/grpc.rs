@@ -28,6 +28,7 @@ use crate::adapters::proto::timestamp;
 use crate::domain::commands::{
     self as rules, CommandError, CommandsQuery, RunSummary, Status as CommandStatus,
 };
+use crate::domain::scope::{self, Scope};
 
 const PRODUCER: &str = "api";
 /// How often WatchCommand looks at the read model.
@@ -67,6 +68,8 @@ fn time(
 /// One command request, as the three Run RPCs ask it.
 struct Ask {
     requested_by: String,
+    /// The caller's scope: the target must be in it.
+    scope: Scope,
     kind: CommandKind,
     target: Option<CommandTarget>,
     deadline: Option<prost_types::Timestamp>,
@@ -99,10 +102,12 @@ impl CommandApi {
         params: Params,
     ) -> Result<Response<api::RunCommandResponse>, Status> {
         let requested_by = actor(&request);
+        let scope = crate::auth::scope(&request);
         let r = request.into_inner();
         let reply = self
             .request(Ask {
                 requested_by,
+                scope,
                 kind,
                 target: r.target,
                 deadline: r.deadline,
@@ -117,6 +122,7 @@ impl CommandApi {
     async fn request(&self, ask: Ask) -> Result<api::RunCommandResponse, Status> {
         let Ask {
             requested_by,
+            scope,
             kind,
             target,
             deadline,
@@ -125,11 +131,20 @@ impl CommandApi {
             params,
         } = ask;
         rules::check_target(target.as_ref())?;
+        // Checked before anything is read or published: a target out of scope (or a cluster
+        // unknown to a scoped caller) is refused and the audit trail records the denial.
+        if !scope.is_fleet() {
+            let labels = match scope::target_cluster(target.as_ref()) {
+                Some(id) => self.read.cluster_labels(id).await?,
+                None => None,
+            };
+            scope.admits_target(target.as_ref(), labels.as_ref())?;
+        }
         let now = Utc::now();
         let deadline = rules::deadline(now, time("deadline", deadline.as_ref())?, timeout_ms)?;
         let command_id = rules::command_id(&requested_by, &idempotency_key)?;
         if !idempotency_key.is_empty()
-            && let Some((row, _)) = self.read.get(&command_id).await?
+            && let Some((row, _)) = self.read.get(&command_id, &Scope::fleet()).await?
         {
             return Ok(Response::new(api::RunCommandResponse {
                 command_id,
@@ -169,10 +184,15 @@ impl CommandApi {
         })
     }
 
-    async fn view(&self, command_id: &str) -> Result<Option<api::CommandView>, Status> {
+    /// A command as `scope` may see it: `None` when missing or out of scope (alike).
+    async fn view(
+        &self,
+        command_id: &str,
+        scope: &Scope,
+    ) -> Result<Option<api::CommandView>, Status> {
         Ok(self
             .read
-            .get(command_id)
+            .get(command_id, scope)
             .await?
             .map(|(c, runs)| view(c, runs)))
     }
@@ -307,6 +327,7 @@ impl CommandService for CommandApi {
         request: Request<api::CheckLivenessRequest>,
     ) -> Result<Response<api::RunCommandResponse>, Status> {
         let by = actor(&request);
+        let scope = crate::auth::scope(&request);
         let r = request.into_inner();
         let pool = r.pool.ok_or_else(|| CommandError::Invalid {
             field: "pool",
@@ -333,6 +354,7 @@ impl CommandService for CommandApi {
         let reply = self
             .request(Ask {
                 requested_by: by,
+                scope,
                 kind: CommandKind::CheckLiveness,
                 target: r.target,
                 deadline: r.deadline,
@@ -349,8 +371,9 @@ impl CommandService for CommandApi {
         &self,
         request: Request<api::GetCommandRequest>,
     ) -> Result<Response<api::CommandView>, Status> {
+        let scope = crate::auth::scope(&request);
         let id = rules::parse_command_id(&request.into_inner().command_id)?;
-        match self.view(&id).await? {
+        match self.view(&id, &scope).await? {
             Some(v) => Ok(Response::new(v)),
             None => Err(CommandError::NotFound(id).into()),
         }
@@ -361,6 +384,7 @@ impl CommandService for CommandApi {
         &self,
         request: Request<api::ListCommandsRequest>,
     ) -> Result<Response<api::ListCommandsResponse>, Status> {
+        let scope = crate::auth::scope(&request);
         let r = request.into_inner();
         let q = CommandsQuery::new(
             &r.cluster_id,
@@ -369,7 +393,7 @@ impl CommandService for CommandApi {
             r.page_size,
             &r.page_token,
         )?;
-        let mut rows = self.read.list(&q).await?;
+        let mut rows = self.read.list(&q, &scope).await?;
         let more = rows.len() > q.size as usize;
         rows.truncate(q.size as usize);
         let next_page_token = match (more, rows.last()) {
@@ -389,14 +413,19 @@ impl CommandService for CommandApi {
         &self,
         request: Request<api::WatchCommandRequest>,
     ) -> Result<Response<Self::WatchCommandStream>, Status> {
+        let scope = crate::auth::scope(&request);
         let id = rules::parse_command_id(&request.into_inner().command_id)?;
         let read = self.read.clone();
         let shutdown = self.shutdown.clone();
         // Wait for the command to reach the read model (a watch right after the request).
         let appear_by = tokio::time::Instant::now() + WATCH_APPEAR;
         let first = loop {
-            if let Some(v) = self.view(&id).await? {
+            if let Some(v) = self.view(&id, &scope).await? {
                 break v;
+            }
+            // A command that exists out of the caller's scope will never appear: say so now.
+            if !scope.is_fleet() && self.read.get(&id, &Scope::fleet()).await?.is_some() {
+                return Err(CommandError::NotFound(id).into());
             }
             if tokio::time::Instant::now() >= appear_by {
                 return Err(CommandError::NotFound(id).into());
@@ -422,7 +451,7 @@ impl CommandService for CommandApi {
                     () = tx.closed() => return,
                     () = tokio::time::sleep(WATCH_POLL) => {}
                 }
-                let v = match read.get(&id).await {
+                let v = match read.get(&id, &scope).await {
                     Ok(Some((c, runs))) => view(c, runs),
                     Ok(None) => continue,
                     Err(e) => {

@@ -1,0 +1,228 @@
+//! Tokens scoped by cluster labels, through real gRPC calls against real NATS and Postgres:
+//! a scoped caller acts on and sees the clusters in its scope only. Clusters: `prod-eu`
+//! (env=prod) and `dev-ap` (env=dev); the scoped tokens carry `env=prod`.
+
+use std::time::Duration;
+
+use canopy_auth::token::Role;
+use canopy_kit::proto::api::v1::{
+    CheckLivenessRequest, CommandView, GetCommandRequest, ListCommandsRequest, RunCommandRequest,
+    WatchCommandRequest, command_service_client::CommandServiceClient,
+};
+use canopy_kit::proto::event::v1::{
+    ActionOutcome, CommandTarget, LabelSelector, LivenessEndpoint, LivenessPool,
+    command_target::Target,
+};
+use canopy_kit::streams;
+use tonic::Code;
+use tonic::transport::Channel;
+
+use crate::auth::{auth_stack, bearer, seeded, token};
+use crate::trail::{messages, outcome, trail};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn cluster(id: &str) -> Option<CommandTarget> {
+    Some(CommandTarget {
+        target: Some(Target::ClusterId(id.to_owned())),
+    })
+}
+
+fn selector(pairs: &[(&str, &str)]) -> Option<CommandTarget> {
+    Some(CommandTarget {
+        target: Some(Target::Selector(LabelSelector {
+            match_labels: pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        })),
+    })
+}
+
+fn run(target: Option<CommandTarget>) -> RunCommandRequest {
+    RunCommandRequest {
+        target,
+        ..Default::default()
+    }
+}
+
+/// The command as `token` sees it, once ingestion has projected it.
+async fn projected(channel: &Channel, id: &str, token: &str) -> anyhow::Result<CommandView> {
+    canopy_testkit::eventually(WAIT, "the command's view", || {
+        let mut commands = CommandServiceClient::new(channel.clone());
+        let (id, token) = (id.to_owned(), token.to_owned());
+        async move {
+            match commands
+                .get_command(bearer(GetCommandRequest { command_id: id }, &token))
+                .await
+            {
+                Ok(v) => Ok(Some(v.into_inner())),
+                Err(e) if e.code() == Code::NotFound => Ok(None),
+                Err(e) => Err(e.into()),
+            }
+        }
+    })
+    .await
+}
+
+/// Every command `token` lists, in pages of one (the scope filters before paging).
+async fn listed(channel: &Channel, token: &str) -> anyhow::Result<Vec<String>> {
+    let mut commands = CommandServiceClient::new(channel.clone());
+    let mut ids = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let page = commands
+            .list_commands(bearer(
+                ListCommandsRequest {
+                    page_size: 1,
+                    page_token,
+                    ..Default::default()
+                },
+                token,
+            ))
+            .await?
+            .into_inner();
+        ids.extend(page.commands.into_iter().map(|c| c.command_id));
+        if page.next_page_token.is_empty() {
+            return Ok(ids);
+        }
+        page_token = page.next_page_token;
+    }
+}
+
+#[tokio::test]
+async fn a_scoped_operator_runs_commands_on_its_clusters_only_and_sees_only_those()
+-> anyhow::Result<()> {
+    let a = auth_stack().await?;
+    let channel = seeded(&a).await?;
+    let mut commands = CommandServiceClient::new(channel.clone());
+    let operator = token(&a.keys, Role::Operator, &[("env", "prod")]);
+    let viewer = token(&a.keys, Role::Viewer, &[("env", "prod")]);
+    let fleet = token(&a.keys, Role::Operator, &[]);
+
+    // In scope: the cluster, and a selector that includes the scope.
+    let on_prod = commands
+        .run_audit(bearer(run(cluster("prod-eu")), &operator))
+        .await?
+        .into_inner()
+        .command_id;
+    let on_selector = commands
+        .refresh_inventory(bearer(
+            run(selector(&[("env", "prod"), ("zone", "eu")])),
+            &operator,
+        ))
+        .await?
+        .into_inner()
+        .command_id;
+    assert_eq!(messages(&a.stack.js, streams::CONTROL).await?, 2);
+
+    // Out of scope: another cluster, an unknown one, selectors that could reach beyond.
+    let denied = [
+        ("dev-ap", run(cluster("dev-ap")), "dev-ap"),
+        ("unknown", run(cluster("nowhere")), "nowhere"),
+        (
+            "no scope label",
+            run(selector(&[("zone", "eu")])),
+            "env=prod",
+        ),
+        ("other value", run(selector(&[("env", "dev")])), "env=prod"),
+        ("whole fleet", run(selector(&[])), "env=prod"),
+    ];
+    for (what, request, named) in &denied {
+        let err = commands
+            .run_audit(bearer(request.clone(), &operator))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::PermissionDenied, "{what}: {err:?}");
+        assert!(err.message().contains(named), "{what}: {err:?}");
+    }
+    let err = commands
+        .refresh_inventory(bearer(run(cluster("dev-ap")), &operator))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    let err = commands
+        .check_liveness(bearer(
+            CheckLivenessRequest {
+                target: cluster("dev-ap"),
+                pool: Some(LivenessPool {
+                    name: "web".into(),
+                    endpoints: vec![LivenessEndpoint {
+                        name: "front".into(),
+                        host: "front.web".into(),
+                        port: 80,
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            &operator,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    // Nothing more was published; every call is on the trail, the refusals as denied.
+    assert_eq!(messages(&a.stack.js, streams::CONTROL).await?, 2);
+    let records = trail(&a, 2 + denied.len() + 2).await?;
+    let denials: Vec<String> = records
+        .iter()
+        .filter(|r| outcome(r) == ActionOutcome::Denied)
+        .map(|r| r.action.as_ref().unwrap().target.clone())
+        .collect();
+    assert_eq!(denials.len(), denied.len() + 2, "{denials:?}");
+    assert!(denials.iter().any(|t| t == "dev-ap"), "{denials:?}");
+
+    // An unscoped operator's command on dev-ap is invisible to the scoped viewer.
+    let on_dev = commands
+        .run_audit(bearer(run(cluster("dev-ap")), &fleet))
+        .await?
+        .into_inner()
+        .command_id;
+    projected(&channel, &on_dev, &fleet).await?;
+    for id in [&on_prod, &on_selector] {
+        let v = projected(&channel, id, &viewer).await?;
+        assert_eq!(&v.command_id, id);
+    }
+    let err = commands
+        .get_command(bearer(
+            GetCommandRequest {
+                command_id: on_dev.clone(),
+            },
+            &viewer,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound, "{err:?}");
+    let err = commands
+        .watch_command(bearer(
+            WatchCommandRequest {
+                command_id: on_dev.clone(),
+            },
+            &viewer,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound, "{err:?}");
+    let mut watch = commands
+        .watch_command(bearer(
+            WatchCommandRequest {
+                command_id: on_prod.clone(),
+            },
+            &viewer,
+        ))
+        .await?
+        .into_inner();
+    assert_eq!(watch.message().await?.unwrap().command_id, on_prod);
+
+    assert_eq!(
+        listed(&channel, &viewer).await?,
+        [on_selector.clone(), on_prod.clone()],
+        "newest first, in scope only"
+    );
+    assert_eq!(
+        listed(&channel, &fleet).await?,
+        [on_dev, on_selector, on_prod]
+    );
+    Ok(())
+}
