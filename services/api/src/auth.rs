@@ -116,19 +116,19 @@ pub const METHODS: &[(&str, Access)] = &[
     ("/canopy.api.v1.EventService/Watch", role(Role::Viewer)),
     (
         "/canopy.api.v1.FindingsService/ListFindings",
-        role(Role::Viewer),
+        scoped(Role::Viewer),
     ),
     (
         "/canopy.api.v1.FindingsService/GetPosture",
-        role(Role::Viewer),
+        scoped(Role::Viewer),
     ),
     (
         "/canopy.api.v1.FindingsService/ListAudits",
-        role(Role::Viewer),
+        scoped(Role::Viewer),
     ),
     (
         "/canopy.api.v1.FindingsService/GetAudit",
-        role(Role::Viewer),
+        scoped(Role::Viewer),
     ),
     ("/canopy.api.v1.PolicyService/GetPolicy", role(Role::Viewer)),
     (

@@ -226,3 +226,168 @@ async fn a_scoped_operator_runs_commands_on_its_clusters_only_and_sees_only_thos
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn a_scoped_viewer_reads_findings_audits_and_posture_of_its_clusters_only()
+-> anyhow::Result<()> {
+    use canopy_kit::proto::api::v1::{
+        GetAuditRequest, GetPostureRequest, ListAuditsRequest, ListFindingsRequest,
+        findings_service_client::FindingsServiceClient,
+    };
+    use canopy_kit::proto::event::v1::Severity;
+
+    use crate::audit::{audit_events, finding};
+
+    let a = auth_stack().await?;
+    let channel = seeded(&a).await?;
+    let mut last = 0;
+    for (cluster, objects) in [("prod-eu", 10), ("dev-ap", 30)] {
+        let findings = vec![
+            finding(
+                cluster,
+                "PRIVILEGED",
+                Severity::Critical,
+                "shop",
+                "cart",
+                None,
+            ),
+            finding(cluster, "PROBES", Severity::Low, "shop", "cart", None),
+        ];
+        for e in audit_events(cluster, &format!("{cluster}-a1"), findings, objects) {
+            last = a.stack.publish(&e).await?;
+        }
+    }
+    a.stack.projected(last).await?;
+    let mut client = FindingsServiceClient::new(channel);
+    let viewer = token(&a.keys, Role::Viewer, &[("env", "prod")]);
+    let fleet = token(&a.keys, Role::Viewer, &[]);
+
+    let findings = |token: &str, cluster_id: &str, page_token: String| {
+        bearer(
+            ListFindingsRequest {
+                cluster_id: cluster_id.to_owned(),
+                page_size: 1,
+                page_token,
+                ..Default::default()
+            },
+            token,
+        )
+    };
+    // Pages of one: the scope filters before paging.
+    let mut seen = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let page = client
+            .list_findings(findings(&viewer, "", page_token))
+            .await?
+            .into_inner();
+        seen.extend(page.findings.into_iter().map(|f| (f.cluster_id, f.check)));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        page_token = page.next_page_token;
+    }
+    let pair = |c: &str, k: &str| (c.to_owned(), k.to_owned());
+    assert_eq!(
+        seen,
+        [pair("prod-eu", "PRIVILEGED"), pair("prod-eu", "PROBES")]
+    );
+    let other = client
+        .list_findings(findings(&viewer, "dev-ap", String::new()))
+        .await?
+        .into_inner();
+    assert!(other.findings.is_empty(), "{other:?}");
+    let all = client
+        .list_findings(bearer(ListFindingsRequest::default(), &fleet))
+        .await?
+        .into_inner();
+    assert_eq!(all.findings.len(), 4);
+
+    let audits = |token: &str, cluster_id: &str| {
+        bearer(
+            ListAuditsRequest {
+                cluster_id: cluster_id.to_owned(),
+                ..Default::default()
+            },
+            token,
+        )
+    };
+    let listed: Vec<String> = client
+        .list_audits(audits(&viewer, ""))
+        .await?
+        .into_inner()
+        .audits
+        .into_iter()
+        .map(|a| a.cluster_id)
+        .collect();
+    assert_eq!(listed, ["prod-eu"]);
+    assert!(
+        client
+            .list_audits(audits(&viewer, "dev-ap"))
+            .await?
+            .into_inner()
+            .audits
+            .is_empty()
+    );
+    assert_eq!(
+        client
+            .list_audits(audits(&fleet, ""))
+            .await?
+            .into_inner()
+            .audits
+            .len(),
+        2
+    );
+    let get = |cluster: &str| {
+        bearer(
+            GetAuditRequest {
+                cluster_id: cluster.to_owned(),
+                audit_id: format!("{cluster}-a1"),
+            },
+            &viewer,
+        )
+    };
+    assert_eq!(
+        client
+            .get_audit(get("prod-eu"))
+            .await?
+            .into_inner()
+            .audit_id,
+        "prod-eu-a1"
+    );
+    let err = client.get_audit(get("dev-ap")).await.unwrap_err();
+    assert_eq!(
+        err.code(),
+        Code::NotFound,
+        "out of scope looks like missing"
+    );
+
+    // The fleet's posture, for a scoped viewer, covers its clusters only; a cluster out of
+    // scope reads as one with nothing audited.
+    let posture = |token: &str, cluster_id: &str| {
+        bearer(
+            GetPostureRequest {
+                cluster_id: cluster_id.to_owned(),
+                ..Default::default()
+            },
+            token,
+        )
+    };
+    let p = client.get_posture(posture(&viewer, "")).await?.into_inner();
+    assert_eq!((p.clusters, p.objects_audited), (1, 10), "{p:?}");
+    let counts = p.counts.unwrap();
+    assert_eq!(counts.open.get("critical"), Some(&1), "{counts:?}");
+    assert_eq!(p.history.len(), 1);
+    assert_eq!(p.history[0].objects_audited, 10);
+    let p = client.get_posture(posture(&fleet, "")).await?.into_inner();
+    assert_eq!((p.clusters, p.objects_audited), (2, 40), "{p:?}");
+    assert_eq!(p.counts.unwrap().open.get("critical"), Some(&2));
+    let p = client
+        .get_posture(posture(&viewer, "dev-ap"))
+        .await?
+        .into_inner();
+    assert_eq!((p.clusters, p.objects_audited), (0, 0), "{p:?}");
+    assert!(p.counts.unwrap_or_default().open.is_empty());
+    assert!(p.history.is_empty());
+    Ok(())
+}
