@@ -185,27 +185,27 @@ pub const METHODS: &[(&str, Access)] = &[
     ),
     (
         "/canopy.api.v1.HealthService/GetFleetHealth",
-        role(Role::Viewer),
+        scoped(Role::Viewer),
     ),
     (
         "/canopy.api.v1.HealthService/ListDiagnoses",
-        role(Role::Viewer),
+        scoped(Role::Viewer),
     ),
     (
         "/canopy.api.v1.HealthService/ListRemediations",
-        role(Role::Viewer),
+        scoped(Role::Viewer),
     ),
     (
         "/canopy.api.v1.HealthService/ListRecommendations",
-        role(Role::Viewer),
+        scoped(Role::Viewer),
     ),
     (
         "/canopy.api.v1.HealthService/ApproveRemediation",
-        mutating(Role::Operator),
+        scoped_mutating(Role::Operator),
     ),
     (
         "/canopy.api.v1.HealthService/RejectRemediation",
-        mutating(Role::Operator),
+        scoped_mutating(Role::Operator),
     ),
     ("/canopy.api.v1.AuditTrailService/List", role(Role::Admin)),
     ("/canopy.api.v1.AuditTrailService/Verify", role(Role::Admin)),

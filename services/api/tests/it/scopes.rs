@@ -22,6 +22,10 @@ use crate::trail::{messages, outcome, trail};
 
 const WAIT: Duration = Duration::from_secs(30);
 
+fn ids(v: impl IntoIterator<Item = String>) -> Vec<String> {
+    v.into_iter().collect()
+}
+
 fn cluster(id: &str) -> Option<CommandTarget> {
     Some(CommandTarget {
         target: Some(Target::ClusterId(id.to_owned())),
@@ -389,5 +393,231 @@ async fn a_scoped_viewer_reads_findings_audits_and_posture_of_its_clusters_only(
     assert_eq!((p.clusters, p.objects_audited), (0, 0), "{p:?}");
     assert!(p.counts.unwrap_or_default().open.is_empty());
     assert!(p.history.is_empty());
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_scoped_caller_reads_and_decides_the_health_of_its_clusters_only() -> anyhow::Result<()> {
+    use canopy_kit::envelope;
+    use canopy_kit::proto::api::v1::{
+        ApproveRemediationRequest, GetFleetHealthRequest, ListDiagnosesRequest,
+        ListRecommendationsRequest, ListRemediationsRequest, RejectRemediationRequest,
+        health_service_client::HealthServiceClient,
+    };
+    use canopy_kit::proto::event::v1::{
+        ClusterHealth, CommandKind, DiagnosisRaised, HealthChanged, HealthReported,
+        RemediationProposed, Severity, WorkloadUsage, envelope::Body,
+    };
+    use canopy_kit::subject::ClusterId;
+
+    let a = auth_stack().await?;
+    let channel = seeded(&a).await?;
+    let mut last = 0;
+    for (cluster, short) in [("prod-eu", "prod"), ("dev-ap", "dev")] {
+        let id = ClusterId::parse(cluster)?;
+        let doctor = |body| envelope::new_for(Some(&id), "doctor", body);
+        a.stack
+            .publish(&doctor(Body::HealthChanged(HealthChanged {
+                previous: ClusterHealth::Healthy as i32,
+                current: ClusterHealth::Degraded as i32,
+                reason: "a workload is crash-looping".into(),
+            })))
+            .await?;
+        a.stack
+            .publish(&doctor(Body::DiagnosisRaised(DiagnosisRaised {
+                diagnosis_id: format!("diag-{short}"),
+                rule: "crash-looping-workload".into(),
+                severity: Severity::High as i32,
+                summary: "Deployment shop/cart is crash-looping".into(),
+                subject: "Deployment shop/cart".into(),
+                ..Default::default()
+            })))
+            .await?;
+        a.stack
+            .publish(&doctor(Body::RemediationProposed(RemediationProposed {
+                remediation_id: format!("rem-{short}"),
+                diagnosis_id: format!("diag-{short}"),
+                playbook: "refresh-inventory".into(),
+                kind: CommandKind::RefreshInventory as i32,
+                reason: "test".into(),
+                ..Default::default()
+            })))
+            .await?;
+        last = a
+            .stack
+            .publish(&envelope::new(
+                &id,
+                "agent/test",
+                Body::HealthReported(HealthReported {
+                    metrics_available: true,
+                    usage: vec![WorkloadUsage {
+                        kind: "Deployment".into(),
+                        namespace: "shop".into(),
+                        name: "cart".into(),
+                        replicas: 2,
+                        cpu_usage_millis: 100,
+                        cpu_request_millis: 1000,
+                        memory_usage_bytes: 1 << 20,
+                        memory_request_bytes: 1 << 30,
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }),
+            ))
+            .await?;
+    }
+    a.stack.projected(last).await?;
+    let mut health = HealthServiceClient::new(channel);
+    let viewer = token(&a.keys, Role::Viewer, &[("env", "prod")]);
+    let operator = token(&a.keys, Role::Operator, &[("env", "prod")]);
+    let fleet = token(&a.keys, Role::Viewer, &[]);
+    let remediations = |token: &str, cluster_id: &str| {
+        bearer(
+            ListRemediationsRequest {
+                cluster_id: cluster_id.to_owned(),
+                ..Default::default()
+            },
+            token,
+        )
+    };
+    // CONTROL is projected on its own: wait for both remediations.
+    canopy_testkit::eventually(WAIT, "both remediations", || {
+        let mut health = health.clone();
+        let request = remediations(&fleet, "");
+        async move {
+            let n = health.list_remediations(request).await?.into_inner();
+            Ok((n.remediations.len() == 2).then_some(()))
+        }
+    })
+    .await?;
+
+    let fh = health
+        .get_fleet_health(bearer(GetFleetHealthRequest::default(), &viewer))
+        .await?
+        .into_inner();
+    assert_eq!(
+        ids(fh.clusters.iter().map(|c| c.cluster_id.clone())),
+        ["prod-eu"]
+    );
+    assert_eq!(fh.clusters[0].diagnoses.len(), 1);
+    assert_eq!(fh.counts.get("degraded"), Some(&1), "{:?}", fh.counts);
+    let fh = health
+        .get_fleet_health(bearer(GetFleetHealthRequest::default(), &fleet))
+        .await?
+        .into_inner();
+    assert_eq!(fh.clusters.len(), 2);
+    let other = health
+        .get_fleet_health(bearer(
+            GetFleetHealthRequest {
+                cluster_id: "dev-ap".into(),
+            },
+            &viewer,
+        ))
+        .await?
+        .into_inner();
+    assert!(other.clusters.is_empty(), "{other:?}");
+
+    let diagnoses = |token: &str, cluster_id: &str| {
+        bearer(
+            ListDiagnosesRequest {
+                cluster_id: cluster_id.to_owned(),
+                ..Default::default()
+            },
+            token,
+        )
+    };
+    let d = health
+        .list_diagnoses(diagnoses(&viewer, ""))
+        .await?
+        .into_inner();
+    assert_eq!(
+        ids(d.diagnoses.into_iter().map(|d| d.diagnosis_id)),
+        ["diag-prod"]
+    );
+    let d = health
+        .list_diagnoses(diagnoses(&viewer, "dev-ap"))
+        .await?
+        .into_inner();
+    assert!(d.diagnoses.is_empty());
+    let d = health
+        .list_diagnoses(diagnoses(&fleet, ""))
+        .await?
+        .into_inner();
+    assert_eq!(d.diagnoses.len(), 2);
+
+    let r = health
+        .list_remediations(remediations(&viewer, ""))
+        .await?
+        .into_inner();
+    assert_eq!(
+        ids(r.remediations.into_iter().map(|r| r.remediation_id)),
+        ["rem-prod"]
+    );
+    let r = health
+        .list_remediations(remediations(&viewer, "dev-ap"))
+        .await?
+        .into_inner();
+    assert!(r.remediations.is_empty());
+
+    let rec = |token: &str| bearer(ListRecommendationsRequest::default(), token);
+    let r = health
+        .list_recommendations(rec(&viewer))
+        .await?
+        .into_inner();
+    assert_eq!(
+        ids(r.recommendations.into_iter().map(|r| r.cluster_id)),
+        ["prod-eu"]
+    );
+    let r = health.list_recommendations(rec(&fleet)).await?.into_inner();
+    assert_eq!(r.recommendations.len(), 2);
+
+    // Decisions: only on a cluster in scope; out of scope (or unknown) is refused and
+    // publishes nothing.
+    let before = messages(&a.stack.js, streams::CONTROL).await?;
+    let err = health
+        .reject_remediation(bearer(
+            RejectRemediationRequest {
+                remediation_id: "rem-dev".into(),
+                reason: "not mine".into(),
+            },
+            &operator,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    assert!(err.message().contains("rem-dev"), "{err:?}");
+    for id in ["rem-dev", "rem-none"] {
+        let err = health
+            .approve_remediation(bearer(
+                ApproveRemediationRequest {
+                    remediation_id: id.into(),
+                },
+                &operator,
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::PermissionDenied, "{id}: {err:?}");
+    }
+    assert_eq!(messages(&a.stack.js, streams::CONTROL).await?, before);
+    let decided = health
+        .reject_remediation(bearer(
+            RejectRemediationRequest {
+                remediation_id: "rem-prod".into(),
+                reason: "not now".into(),
+            },
+            &operator,
+        ))
+        .await?
+        .into_inner();
+    assert_eq!(decided.state, "rejected", "{decided:?}");
+    assert_eq!(messages(&a.stack.js, streams::CONTROL).await?, before + 1);
+    let r = health
+        .list_remediations(remediations(&fleet, "dev-ap"))
+        .await?
+        .into_inner();
+    assert_eq!(
+        r.remediations[0].state, "proposed",
+        "a refused decision was applied"
+    );
     Ok(())
 }
