@@ -173,15 +173,15 @@ pub const METHODS: &[(&str, Access)] = &[
     ),
     (
         "/canopy.api.v1.ScheduleService/ListSchedules",
-        role(Role::Viewer),
+        scoped(Role::Viewer),
     ),
     (
         "/canopy.api.v1.ScheduleService/CreateSchedule",
-        mutating(Role::Operator),
+        scoped_mutating(Role::Operator),
     ),
     (
         "/canopy.api.v1.ScheduleService/DeleteSchedule",
-        mutating(Role::Operator),
+        scoped_mutating(Role::Operator),
     ),
     (
         "/canopy.api.v1.HealthService/GetFleetHealth",

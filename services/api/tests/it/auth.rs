@@ -397,8 +397,8 @@ async fn commands_schedules_and_remediations_follow_the_role_table() -> anyhow::
         ..Default::default()
     };
 
-    // Viewers neither run, schedule nor decide. A scoped token never schedules, and runs or
-    // decides only on clusters in its scope (there is none here). Nothing is requested.
+    // Viewers neither run, schedule nor decide. A scoped token runs, schedules and decides only
+    // on clusters in its scope (there is none here). Nothing is requested.
     for t in [&viewer, &scoped] {
         let err = commands.run_audit(bearer(run(), t)).await.unwrap_err();
         assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");

@@ -621,3 +621,93 @@ async fn a_scoped_caller_reads_and_decides_the_health_of_its_clusters_only() -> 
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn a_scoped_operator_schedules_lists_and_deletes_on_its_clusters_only() -> anyhow::Result<()>
+{
+    use canopy_kit::proto::api::v1::{
+        CreateScheduleRequest, DeleteScheduleRequest, ListSchedulesRequest,
+        schedule_service_client::ScheduleServiceClient,
+    };
+    use canopy_kit::proto::event::v1::CommandKind;
+
+    let a = auth_stack().await?;
+    let mut schedules = ScheduleServiceClient::new(seeded(&a).await?);
+    let operator = token(&a.keys, Role::Operator, &[("env", "prod")]);
+    let fleet = token(&a.keys, Role::Operator, &[]);
+    let create = |name: &str, target: Option<CommandTarget>| CreateScheduleRequest {
+        name: name.to_owned(),
+        cron: "0 3 * * *".into(),
+        kind: CommandKind::RunAudit as i32,
+        target,
+        ..Default::default()
+    };
+    let mut mine = Vec::new();
+    for (name, target) in [
+        ("prod-nightly", cluster("prod-eu")),
+        ("prod-eu-zone", selector(&[("env", "prod"), ("zone", "eu")])),
+    ] {
+        let v = schedules
+            .create_schedule(bearer(create(name, target), &operator))
+            .await?
+            .into_inner();
+        mine.push(v.schedule_id);
+    }
+    for (what, target) in [
+        ("dev-ap", cluster("dev-ap")),
+        ("unknown", cluster("nowhere")),
+        ("no scope label", selector(&[("zone", "eu")])),
+        ("whole fleet", selector(&[])),
+    ] {
+        let err = schedules
+            .create_schedule(bearer(create("nope", target), &operator))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::PermissionDenied, "{what}: {err:?}");
+    }
+    assert_eq!(messages(&a.stack.js, streams::CONTROL).await?, 2);
+    let theirs = schedules
+        .create_schedule(bearer(create("dev-nightly", cluster("dev-ap")), &fleet))
+        .await?
+        .into_inner()
+        .schedule_id;
+
+    let list = |token: &str| bearer(ListSchedulesRequest {}, token);
+    canopy_testkit::eventually(WAIT, "the three schedules", || {
+        let mut schedules = schedules.clone();
+        let request = list(&fleet);
+        async move {
+            let n = schedules.list_schedules(request).await?.into_inner();
+            Ok((n.schedules.len() == 3).then_some(()))
+        }
+    })
+    .await?;
+    let seen = schedules
+        .list_schedules(list(&operator))
+        .await?
+        .into_inner()
+        .schedules;
+    assert_eq!(
+        seen.into_iter().map(|s| s.schedule_id).collect::<Vec<_>>(),
+        mine
+    );
+
+    let delete = |id: &str| {
+        bearer(
+            DeleteScheduleRequest {
+                schedule_id: id.to_owned(),
+            },
+            &operator,
+        )
+    };
+    let before = messages(&a.stack.js, streams::CONTROL).await?;
+    for id in [theirs.as_str(), "no-such-schedule"] {
+        let err = schedules.delete_schedule(delete(id)).await.unwrap_err();
+        assert_eq!(err.code(), Code::PermissionDenied, "{id}: {err:?}");
+        assert!(err.message().contains(id), "{err:?}");
+    }
+    assert_eq!(messages(&a.stack.js, streams::CONTROL).await?, before);
+    schedules.delete_schedule(delete(&mine[0])).await?;
+    assert_eq!(messages(&a.stack.js, streams::CONTROL).await?, before + 1);
+    Ok(())
+}

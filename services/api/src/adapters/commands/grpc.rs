@@ -28,7 +28,7 @@ use crate::adapters::proto::timestamp;
 use crate::domain::commands::{
     self as rules, CommandError, CommandsQuery, RunSummary, Status as CommandStatus,
 };
-use crate::domain::scope::{self, Scope};
+use crate::domain::scope::{self, OutOfScope, Scope};
 
 const PRODUCER: &str = "api";
 /// How often WatchCommand looks at the read model.
@@ -39,6 +39,22 @@ const WATCH_APPEAR: Duration = Duration::from_secs(30);
 /// Who asked: the token's subject (`anonymous` when the api runs without authentication).
 fn actor<T>(request: &Request<T>) -> String {
     crate::auth::actor(request)
+}
+
+/// Refuses a target out of the caller's scope (reading the labels of the cluster it names).
+async fn check_scope(
+    read: &PgCommands,
+    scope: &Scope,
+    target: Option<&CommandTarget>,
+) -> Result<(), Status> {
+    if scope.is_fleet() {
+        return Ok(());
+    }
+    let labels = match scope::target_cluster(target) {
+        Some(id) => read.cluster_labels(id).await?,
+        None => None,
+    };
+    Ok(scope.admits_target(target, labels.as_ref())?)
 }
 
 fn unavailable(e: String) -> Status {
@@ -133,13 +149,7 @@ impl CommandApi {
         rules::check_target(target.as_ref())?;
         // Checked before anything is read or published: a target out of scope (or a cluster
         // unknown to a scoped caller) is refused and the audit trail records the denial.
-        if !scope.is_fleet() {
-            let labels = match scope::target_cluster(target.as_ref()) {
-                Some(id) => self.read.cluster_labels(id).await?,
-                None => None,
-            };
-            scope.admits_target(target.as_ref(), labels.as_ref())?;
-        }
+        check_scope(&self.read, &scope, target.as_ref()).await?;
         let now = Utc::now();
         let deadline = rules::deadline(now, time("deadline", deadline.as_ref())?, timeout_ms)?;
         let command_id = rules::command_id(&requested_by, &idempotency_key)?;
@@ -524,6 +534,7 @@ impl ScheduleService for ScheduleApi {
         request: Request<api::CreateScheduleRequest>,
     ) -> Result<Response<api::ScheduleView>, Status> {
         let by = actor(&request);
+        let scope = crate::auth::scope(&request);
         let r = request.into_inner();
         let invalid = |field, reason: &str| CommandError::Invalid {
             field,
@@ -539,6 +550,9 @@ impl ScheduleService for ScheduleApi {
         })?;
         rules::cron_spec(&r.cron, &r.time_zone)?;
         rules::check_target(r.target.as_ref())?;
+        // A schedule fires later with this target: it must be in scope now (a selector that
+        // includes the scope stays within it whatever labels clusters get).
+        check_scope(&self.read, &scope, r.target.as_ref()).await?;
         let kind = CommandKind::try_from(r.kind).unwrap_or(CommandKind::Unspecified);
         let params = match (kind, r.params.and_then(|p| p.params)) {
             (CommandKind::Unspecified, _) => {
@@ -608,10 +622,11 @@ impl ScheduleService for ScheduleApi {
     #[instrument(skip_all)]
     async fn list_schedules(
         &self,
-        _request: Request<api::ListSchedulesRequest>,
+        request: Request<api::ListSchedulesRequest>,
     ) -> Result<Response<api::ListSchedulesResponse>, Status> {
+        let scope = crate::auth::scope(&request);
         let now = Utc::now();
-        let schedules = self.read.schedules().await?;
+        let schedules = self.read.schedules(&scope).await?;
         Ok(Response::new(api::ListSchedulesResponse {
             schedules: schedules
                 .into_iter()
@@ -626,8 +641,29 @@ impl ScheduleService for ScheduleApi {
         request: Request<api::DeleteScheduleRequest>,
     ) -> Result<Response<api::DeleteScheduleResponse>, Status> {
         let by = actor(&request);
+        let scope = crate::auth::scope(&request);
         let id = request.into_inner().schedule_id;
-        match self.read.schedule(&id).await? {
+        let row = self.read.schedule(&id).await?;
+        // A scoped caller cannot tell a schedule out of its scope from a missing one.
+        if !scope.is_fleet() {
+            let target = row.as_ref().and_then(|s| target_from_json(&s.target.0));
+            let labels = match scope::target_cluster(target.as_ref()) {
+                Some(id) => self.read.cluster_labels(id).await?,
+                None => None,
+            };
+            if row.is_none()
+                || scope
+                    .admits_target(target.as_ref(), labels.as_ref())
+                    .is_err()
+            {
+                return Err(OutOfScope::Object {
+                    what: "schedule",
+                    id,
+                }
+                .into());
+            }
+        }
+        match row {
             Some(s) if s.deleted_at.is_none() => {}
             _ => return Err(CommandError::ScheduleNotFound(id).into()),
         }

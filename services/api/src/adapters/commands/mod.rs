@@ -172,13 +172,16 @@ impl PgCommands {
         Ok(out)
     }
 
-    /// Schedules not deleted, oldest first.
-    pub async fn schedules(&self) -> Result<Vec<ScheduleRow>, ReadModelError> {
-        sqlx::query_as(
+    /// Schedules not deleted whose target is in `scope`, oldest first.
+    pub async fn schedules(&self, scope: &Scope) -> Result<Vec<ScheduleRow>, ReadModelError> {
+        sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "SELECT schedule_id, name, cron, time_zone, kind, target, deadline_seconds,
                     created_by, created_at, created_seq, deleted_at
-             FROM schedules WHERE deleted_at IS NULL ORDER BY created_seq",
-        )
+             FROM schedules s WHERE deleted_at IS NULL AND {}
+             ORDER BY created_seq",
+            scope_sql::target_in_scope("s.target", 1)
+        )))
+        .bind(sqlx::types::Json(scope.labels()))
         .fetch_all(&self.pool)
         .await
         .map_err(failed("list schedules"))
