@@ -4,9 +4,11 @@
 //! [`canopy_auth::token::Verifier`] (issuer, audience, expiry, not-before, one of the configured
 //! keys). The method must be in [`METHODS`] and the token's role at least the method's role;
 //! unknown methods are denied. Tokens scoped by cluster labels may only call the methods marked
-//! scope-aware, whose handlers limit what they return or touch to the matching clusters.
-//! Refusals are `UNAUTHENTICATED` (no or bad token) or `PERMISSION_DENIED` (role or scope), with
-//! a fixed message that reveals nothing about the request's target.
+//! scope-aware, whose handlers limit what they return or touch to the matching clusters
+//! ([`crate::domain::scope`]). Refusals here are `UNAUTHENTICATED` (no or bad token) or
+//! `PERMISSION_DENIED` (role or scope), with a fixed message that reveals nothing about the
+//! request's target; a scope-aware handler refusing an action out of scope names only what the
+//! caller asked for.
 //!
 //! The same layer feeds the audit trail ([`Trail`]): every call to a method whose row says
 //! `mutating`, every refused call and every invalid one becomes one record (see [`AuthLayer`]
@@ -17,13 +19,13 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use canopy_auth::token::{Role, TokenClaims, TokenError, Verifier};
-
-use crate::domain::scope::Scope;
 use canopy_kit::proto::event::v1::ActionOutcome;
 use futures::future::BoxFuture;
 use tonic::Status;
 use tonic::codegen::http;
 use tracing::{error, warn};
+
+use crate::domain::scope::Scope;
 
 /// Who is calling: put into each request's extensions by [`AuthLayer`].
 #[derive(Debug, Clone, PartialEq, Eq)]
