@@ -4,9 +4,11 @@
 //! [`canopy_auth::token::Verifier`] (issuer, audience, expiry, not-before, one of the configured
 //! keys). The method must be in [`METHODS`] and the token's role at least the method's role;
 //! unknown methods are denied. Tokens scoped by cluster labels may only call the methods marked
-//! scope-aware, whose handlers limit what they return or touch to the matching clusters.
-//! Refusals are `UNAUTHENTICATED` (no or bad token) or `PERMISSION_DENIED` (role or scope), with
-//! a fixed message that reveals nothing about the request's target.
+//! scope-aware, whose handlers limit what they return or touch to the matching clusters
+//! ([`crate::domain::scope`]). Refusals here are `UNAUTHENTICATED` (no or bad token) or
+//! `PERMISSION_DENIED` (role or scope), with a fixed message that reveals nothing about the
+//! request's target; a scope-aware handler refusing an action out of scope names only what the
+//! caller asked for.
 //!
 //! The same layer feeds the audit trail ([`Trail`]): every call to a method whose row says
 //! `mutating`, every refused call and every invalid one becomes one record (see [`AuthLayer`]
@@ -22,6 +24,8 @@ use futures::future::BoxFuture;
 use tonic::Status;
 use tonic::codegen::http;
 use tracing::{error, warn};
+
+use crate::domain::scope::Scope;
 
 /// Who is calling: put into each request's extensions by [`AuthLayer`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,11 +44,9 @@ impl Identity {
         }
     }
 
-    /// Whether a cluster with `labels` is within this identity's scope.
-    pub fn sees(&self, labels: &std::collections::HashMap<String, String>) -> bool {
-        self.scope
-            .iter()
-            .all(|(k, v)| labels.get(k).is_some_and(|have| have == v))
+    /// The clusters this identity may see and act on.
+    pub fn scope(&self) -> Scope {
+        Scope::new(self.scope.clone())
     }
 }
 
@@ -88,6 +90,15 @@ const fn mutating(role: Role) -> Access {
     }
 }
 
+/// A method that changes something on clusters in the caller's scope only.
+const fn scoped_mutating(role: Role) -> Access {
+    Access::Role {
+        role,
+        scoped: true,
+        mutating: true,
+    }
+}
+
 /// Method → access. Anything not listed is denied. README "API authorization" shows it.
 pub const METHODS: &[(&str, Access)] = &[
     ("/grpc.health.v1.Health/Check", Access::Public),
@@ -107,19 +118,19 @@ pub const METHODS: &[(&str, Access)] = &[
     ("/canopy.api.v1.EventService/Watch", role(Role::Viewer)),
     (
         "/canopy.api.v1.FindingsService/ListFindings",
-        role(Role::Viewer),
+        scoped(Role::Viewer),
     ),
     (
         "/canopy.api.v1.FindingsService/GetPosture",
-        role(Role::Viewer),
+        scoped(Role::Viewer),
     ),
     (
         "/canopy.api.v1.FindingsService/ListAudits",
-        role(Role::Viewer),
+        scoped(Role::Viewer),
     ),
     (
         "/canopy.api.v1.FindingsService/GetAudit",
-        role(Role::Viewer),
+        scoped(Role::Viewer),
     ),
     ("/canopy.api.v1.PolicyService/GetPolicy", role(Role::Viewer)),
     (
@@ -140,63 +151,63 @@ pub const METHODS: &[(&str, Access)] = &[
     ),
     (
         "/canopy.api.v1.CommandService/GetCommand",
-        role(Role::Viewer),
+        scoped(Role::Viewer),
     ),
     (
         "/canopy.api.v1.CommandService/ListCommands",
-        role(Role::Viewer),
+        scoped(Role::Viewer),
     ),
     (
         "/canopy.api.v1.CommandService/WatchCommand",
-        role(Role::Viewer),
+        scoped(Role::Viewer),
     ),
     (
         "/canopy.api.v1.CommandService/RunAudit",
-        mutating(Role::Operator),
+        scoped_mutating(Role::Operator),
     ),
     (
         "/canopy.api.v1.CommandService/RefreshInventory",
-        mutating(Role::Operator),
+        scoped_mutating(Role::Operator),
     ),
     (
         "/canopy.api.v1.CommandService/CheckLiveness",
-        mutating(Role::Operator),
+        scoped_mutating(Role::Operator),
     ),
     (
         "/canopy.api.v1.ScheduleService/ListSchedules",
-        role(Role::Viewer),
+        scoped(Role::Viewer),
     ),
     (
         "/canopy.api.v1.ScheduleService/CreateSchedule",
-        mutating(Role::Operator),
+        scoped_mutating(Role::Operator),
     ),
     (
         "/canopy.api.v1.ScheduleService/DeleteSchedule",
-        mutating(Role::Operator),
+        scoped_mutating(Role::Operator),
     ),
     (
         "/canopy.api.v1.HealthService/GetFleetHealth",
-        role(Role::Viewer),
+        scoped(Role::Viewer),
     ),
     (
         "/canopy.api.v1.HealthService/ListDiagnoses",
-        role(Role::Viewer),
+        scoped(Role::Viewer),
     ),
     (
         "/canopy.api.v1.HealthService/ListRemediations",
-        role(Role::Viewer),
+        scoped(Role::Viewer),
     ),
     (
         "/canopy.api.v1.HealthService/ListRecommendations",
-        role(Role::Viewer),
+        scoped(Role::Viewer),
     ),
     (
         "/canopy.api.v1.HealthService/ApproveRemediation",
-        mutating(Role::Operator),
+        scoped_mutating(Role::Operator),
     ),
     (
         "/canopy.api.v1.HealthService/RejectRemediation",
-        mutating(Role::Operator),
+        scoped_mutating(Role::Operator),
     ),
     ("/canopy.api.v1.AuditTrailService/List", role(Role::Admin)),
     ("/canopy.api.v1.AuditTrailService/Verify", role(Role::Admin)),
@@ -568,6 +579,12 @@ where
     }
 }
 
+/// The scope of the caller of a request: the whole fleet when the token is unscoped or
+/// authentication is off.
+pub fn scope<T>(request: &tonic::Request<T>) -> Scope {
+    identity(request).map_or_else(Scope::fleet, Identity::scope)
+}
+
 /// The caller of a request that passed [`AuthLayer`] (`None` when auth is off or public).
 pub fn identity<T>(request: &tonic::Request<T>) -> Option<&Identity> {
     request.extensions().get::<Identity>()
@@ -634,6 +651,17 @@ mod tests {
         );
         let r = authorize(&v, "/canopy.api.v1.EventService/Watch", Some(&scoped)).unwrap_err();
         assert_eq!(r.status, tonic::Code::PermissionDenied);
+        // Scope-aware changes stay on the audit trail.
+        let run = "/canopy.api.v1.CommandService/RunAudit";
+        assert!(authorize(&v, run, Some(&scoped)).is_ok());
+        assert!(is_mutating(run));
+        let scoped_viewer = bearer(&cfg, Role::Viewer, &[("env", "prod")]);
+        let r = authorize(&v, run, Some(&scoped_viewer)).unwrap_err();
+        assert_eq!(
+            r.status,
+            tonic::Code::PermissionDenied,
+            "the role still applies"
+        );
     }
 
     #[test]

@@ -36,19 +36,11 @@ impl<R: ReadModel> FleetService for FleetApi<R> {
     ) -> Result<Response<ListClustersResponse>, Status> {
         // A token scoped by cluster labels sees only clusters carrying all of them: the scope
         // joins the request's own label match (a conflicting value matches nothing).
-        let scope = crate::auth::identity(&request).map(|i| i.scope.clone());
+        let scope = crate::auth::scope(&request);
         let r = request.into_inner();
-        let mut labels = r.match_labels;
-        let mut conflict = false;
-        for (k, v) in scope.unwrap_or_default() {
-            if labels.get(&k).is_some_and(|have| *have != v) {
-                conflict = true;
-            }
-            labels.insert(k, v);
-        }
-        if conflict {
+        let Some(labels) = scope.narrow(r.match_labels) else {
             return Ok(Response::new(ListClustersResponse::default()));
-        }
+        };
         let page_request = PageRequest::new(r.page_size, &r.page_token)?.with_labels(labels)?;
         let rows = self.read_model.list_clusters(&page_request).await?;
         let page = domain::page(rows, page_request.size);
@@ -71,7 +63,7 @@ impl<R: ReadModel> FleetService for FleetApi<R> {
             .ok_or_else(|| domain::Error::ClusterNotFound(id.to_string()))?
             .into();
         // Out of scope looks exactly like missing: a scoped caller learns nothing more.
-        if crate::auth::identity(&request).is_some_and(|i| !i.sees(&cluster.labels)) {
+        if !crate::auth::scope(&request).admits_cluster(&cluster.labels) {
             return Err(domain::Error::ClusterNotFound(id.to_string()).into());
         }
         Ok(Response::new(cluster))

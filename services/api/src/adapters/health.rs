@@ -19,6 +19,7 @@ use canopy_kit::proto::event::v1::{
 use canopy_kit::subject::ClusterId;
 
 use crate::adapters::proto::timestamp;
+use crate::domain::scope::{OutOfScope, Scope, sql::cluster_in_scope};
 
 /// How long an approval waits for the read model to show it.
 const READ_YOUR_WRITES: Duration = Duration::from_secs(5);
@@ -147,13 +148,33 @@ impl HealthApi {
         Ok(row.as_ref().map(remediation))
     }
 
-    /// Publishes a decision on a proposed remediation and waits (bounded) until the read model
-    /// shows it.
-    async fn decide(&self, id: &str, body: Body) -> Result<api::Remediation, Status> {
-        let current = self
-            .remediation_by_id(id)
-            .await?
-            .ok_or_else(|| Status::not_found(format!("remediation {id:?} not found")))?;
+    /// Publishes a decision on a proposed remediation of a cluster `within` the caller's scope
+    /// and waits (bounded) until the read model shows it.
+    async fn decide(
+        &self,
+        id: &str,
+        body: Body,
+        within: &Scope,
+    ) -> Result<api::Remediation, Status> {
+        let current = self.remediation_by_id(id).await?;
+        // A scoped caller cannot tell a remediation out of its scope from a missing one.
+        if !within.is_fleet() {
+            let labels = match &current {
+                Some(r) => {
+                    crate::adapters::postgres::cluster_labels(&self.pool, &r.cluster_id).await?
+                }
+                None => None,
+            };
+            if !labels.is_some_and(|l| within.admits_cluster(&l)) {
+                return Err(OutOfScope::Object {
+                    what: "remediation",
+                    id: id.to_owned(),
+                }
+                .into());
+            }
+        }
+        let current =
+            current.ok_or_else(|| Status::not_found(format!("remediation {id:?} not found")))?;
         if current.state != "proposed" {
             return Err(Status::failed_precondition(format!(
                 "remediation {id:?} is {}, not proposed",
@@ -186,21 +207,27 @@ impl HealthService for HealthApi {
         &self,
         request: Request<api::GetFleetHealthRequest>,
     ) -> Result<Response<api::FleetHealth>, Status> {
+        let within = crate::auth::scope(&request);
+        let within = sqlx::types::Json(within.labels());
         let cluster = cluster_filter(&request.get_ref().cluster_id)?;
-        let rows = sqlx::query(
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT cluster_id, state, previous, reason, since FROM cluster_health
-             WHERE ($1::text IS NULL OR cluster_id = $1)",
-        )
+             WHERE ($1::text IS NULL OR cluster_id = $1) AND {}",
+            cluster_in_scope("cluster_health.cluster_id", 2)
+        )))
         .bind(&cluster)
+        .bind(within)
         .fetch_all(&self.pool)
         .await
         .map_err(db)?;
-        let diagnoses = sqlx::query(
+        let diagnoses = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT * FROM diagnoses
-             WHERE cleared_at IS NULL AND ($1::text IS NULL OR cluster_id = $1)
+             WHERE cleared_at IS NULL AND ($1::text IS NULL OR cluster_id = $1) AND {}
              ORDER BY raised_at, id",
-        )
+            cluster_in_scope("diagnoses.cluster_id", 2)
+        )))
         .bind(&cluster)
+        .bind(within)
         .fetch_all(&self.pool)
         .await
         .map_err(db)?;
@@ -248,17 +275,21 @@ impl HealthService for HealthApi {
         &self,
         request: Request<api::ListDiagnosesRequest>,
     ) -> Result<Response<api::ListDiagnosesResponse>, Status> {
+        let within = crate::auth::scope(&request);
         let r = request.into_inner();
         let cluster = cluster_filter(&r.cluster_id)?;
         let limit = i64::from(if r.limit == 0 { 100 } else { r.limit.min(1000) });
-        let rows = sqlx::query(
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT * FROM diagnoses
              WHERE ($1::text IS NULL OR cluster_id = $1) AND ($2 OR cleared_at IS NULL)
+               AND {}
              ORDER BY (cleared_at IS NULL) DESC, raised_at DESC, id LIMIT $3",
-        )
+            cluster_in_scope("diagnoses.cluster_id", 4)
+        )))
         .bind(&cluster)
         .bind(r.include_cleared)
         .bind(limit)
+        .bind(sqlx::types::Json(within.labels()))
         .fetch_all(&self.pool)
         .await
         .map_err(db)?;
@@ -272,27 +303,35 @@ impl HealthService for HealthApi {
         &self,
         request: Request<api::ListRemediationsRequest>,
     ) -> Result<Response<api::ListRemediationsResponse>, Status> {
+        let within = crate::auth::scope(&request);
+        let within = sqlx::types::Json(within.labels());
         let r = request.into_inner();
         let cluster = cluster_filter(&r.cluster_id)?;
         let limit = i64::from(if r.limit == 0 { 100 } else { r.limit.min(1000) });
         let state = (!r.state.is_empty()).then_some(r.state);
-        let rows = sqlx::query(
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT * FROM remediation_status
              WHERE ($1::text IS NULL OR cluster_id = $1) AND ($2::text IS NULL OR state = $2)
+               AND {}
              ORDER BY proposed_at DESC, id LIMIT $3",
-        )
+            cluster_in_scope("remediation_status.cluster_id", 4)
+        )))
         .bind(&cluster)
         .bind(&state)
         .bind(limit)
+        .bind(within)
         .fetch_all(&self.pool)
         .await
         .map_err(db)?;
-        let suppressed = sqlx::query(
+        let suppressed = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT cluster_id, diagnosis_id, playbook, reason, at FROM remediation_suppressions
-             WHERE ($1::text IS NULL OR cluster_id = $1) ORDER BY seq DESC LIMIT $2",
-        )
+             WHERE ($1::text IS NULL OR cluster_id = $1) AND {}
+             ORDER BY seq DESC LIMIT $2",
+            cluster_in_scope("remediation_suppressions.cluster_id", 3)
+        )))
         .bind(&cluster)
         .bind(limit)
+        .bind(within)
         .fetch_all(&self.pool)
         .await
         .map_err(db)?;
@@ -317,12 +356,13 @@ impl HealthService for HealthApi {
         request: Request<api::ApproveRemediationRequest>,
     ) -> Result<Response<api::Remediation>, Status> {
         let approved_by = crate::auth::actor(&request);
+        let within = crate::auth::scope(&request);
         let id = request.into_inner().remediation_id;
         let body = Body::RemediationApproved(RemediationApproved {
             remediation_id: id.clone(),
             approved_by,
         });
-        Ok(Response::new(self.decide(&id, body).await?))
+        Ok(Response::new(self.decide(&id, body, &within).await?))
     }
 
     #[instrument(skip_all, fields(remediation = %request.get_ref().remediation_id))]
@@ -331,13 +371,16 @@ impl HealthService for HealthApi {
         request: Request<api::RejectRemediationRequest>,
     ) -> Result<Response<api::Remediation>, Status> {
         let rejected_by = crate::auth::actor(&request);
+        let within = crate::auth::scope(&request);
         let r = request.into_inner();
         let body = Body::RemediationRejected(RemediationRejected {
             remediation_id: r.remediation_id.clone(),
             rejected_by,
             reason: r.reason,
         });
-        Ok(Response::new(self.decide(&r.remediation_id, body).await?))
+        Ok(Response::new(
+            self.decide(&r.remediation_id, body, &within).await?,
+        ))
     }
 
     #[instrument(skip_all)]
@@ -345,16 +388,20 @@ impl HealthService for HealthApi {
         &self,
         request: Request<api::ListRecommendationsRequest>,
     ) -> Result<Response<api::ListRecommendationsResponse>, Status> {
+        let within = crate::auth::scope(&request);
         let r = request.into_inner();
         let cluster = cluster_filter(&r.cluster_id)?;
         let namespace = (!r.namespace.is_empty()).then_some(r.namespace);
-        let rows = sqlx::query(
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT * FROM workload_recommendations
              WHERE ($1::text IS NULL OR cluster_id = $1) AND ($2::text IS NULL OR namespace = $2)
+               AND {}
              ORDER BY cluster_id, namespace, kind, name",
-        )
+            cluster_in_scope("workload_recommendations.cluster_id", 3)
+        )))
         .bind(&cluster)
         .bind(&namespace)
+        .bind(sqlx::types::Json(within.labels()))
         .fetch_all(&self.pool)
         .await
         .map_err(db)?;

@@ -138,6 +138,24 @@ impl From<ClusterRow> for Cluster {
     }
 }
 
+/// The labels of a cluster, `None` when it is unknown (what scope checks of a named cluster
+/// read).
+pub async fn cluster_labels(
+    pool: &PgPool,
+    cluster_id: &str,
+) -> Result<Option<BTreeMap<String, String>>, ReadModelError> {
+    let labels: Option<sqlx::types::Json<BTreeMap<String, String>>> =
+        sqlx::query_scalar("SELECT labels FROM clusters WHERE id = $1")
+            .bind(cluster_id)
+            .fetch_optional(pool)
+            .await
+            .map_err(|source| ReadModelError {
+                action: "read a cluster's labels",
+                source,
+            })?;
+    Ok(labels.map(|l| l.0))
+}
+
 /// The read models in Postgres.
 #[derive(Clone)]
 pub struct PgReadModel {

@@ -13,6 +13,7 @@ use crate::domain;
 use crate::domain::audit::AuditError;
 use crate::domain::commands::CommandError;
 use crate::domain::interconnect::InterconnectError;
+use crate::domain::scope::OutOfScope;
 
 impl From<domain::Error> for Status {
     fn from(e: domain::Error) -> Self {
@@ -60,6 +61,14 @@ impl From<AuditError> for Status {
                 Status::not_found(e.to_string())
             }
         }
+    }
+}
+
+/// A scoped caller asked to act on something outside its scope (or unknown: the two look
+/// alike).
+impl From<OutOfScope> for Status {
+    fn from(e: OutOfScope) -> Self {
+        Status::permission_denied(e.to_string())
     }
 }
 

@@ -10,6 +10,7 @@ use canopy_kit::envelope::{EVENT_TYPES, resolve_event_type};
 pub mod audit;
 pub mod commands;
 pub mod interconnect;
+pub mod scope;
 pub mod trail;
 use canopy_kit::subject::{self, ClusterId};
 

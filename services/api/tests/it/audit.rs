@@ -241,7 +241,7 @@ async fn derogations_are_granted_listed_and_revoked() -> anyhow::Result<()> {
 
 // === findings ===
 
-fn finding(
+pub fn finding(
     cluster: &str,
     check: &str,
     sev: Severity,
@@ -276,7 +276,12 @@ fn finding(
     }
 }
 
-fn audit_events(cluster: &str, id: &str, findings: Vec<Finding>, objects: u64) -> Vec<Envelope> {
+pub fn audit_events(
+    cluster: &str,
+    id: &str,
+    findings: Vec<Finding>,
+    objects: u64,
+) -> Vec<Envelope> {
     let c = ClusterId::parse(cluster).unwrap();
     vec![
         envelope::new(

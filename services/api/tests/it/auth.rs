@@ -95,7 +95,7 @@ pub fn claims(iss: &str, aud: &str, nbf_offset: i64, exp_offset: i64) -> serde_j
     })
 }
 
-async fn seeded(a: &Auth) -> anyhow::Result<Channel> {
+pub async fn seeded(a: &Auth) -> anyhow::Result<Channel> {
     let mut last = 0;
     for (cluster, env) in [("prod-eu", "prod"), ("dev-ap", "dev")] {
         let id = canopy_kit::subject::ClusterId::parse(cluster)?;
@@ -397,7 +397,8 @@ async fn commands_schedules_and_remediations_follow_the_role_table() -> anyhow::
         ..Default::default()
     };
 
-    // Viewers and scoped tokens neither run, schedule nor decide; nothing is requested.
+    // Viewers neither run, schedule nor decide. A scoped token runs, schedules and decides only
+    // on clusters in its scope (there is none here). Nothing is requested.
     for t in [&viewer, &scoped] {
         let err = commands.run_audit(bearer(run(), t)).await.unwrap_err();
         assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");

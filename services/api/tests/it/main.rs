@@ -9,5 +9,6 @@ mod events;
 mod fleet;
 mod health;
 mod interconnect;
+mod scopes;
 mod stack;
 mod trail;

@@ -28,7 +28,7 @@ use crate::auth::{Auth, auth_stack, bad_headers, bearer, token, with_header};
 const WAIT: Duration = Duration::from_secs(30);
 
 /// Every record of the trail's read model, oldest first, once there are `n`.
-async fn trail(a: &Auth, n: usize) -> anyhow::Result<Vec<TrailRecord>> {
+pub async fn trail(a: &Auth, n: usize) -> anyhow::Result<Vec<TrailRecord>> {
     let admin = token(&a.keys, Role::Admin, &[]);
     let channel = a.stack.channel().await?;
     let mut records = canopy_testkit::eventually(WAIT, "the trail's records", || {
@@ -54,11 +54,11 @@ async fn trail(a: &Auth, n: usize) -> anyhow::Result<Vec<TrailRecord>> {
 }
 
 /// How many messages `stream` holds.
-async fn messages(js: &jetstream::Context, stream: &str) -> anyhow::Result<u64> {
+pub async fn messages(js: &jetstream::Context, stream: &str) -> anyhow::Result<u64> {
     Ok(js.get_stream(stream).await?.info().await?.state.messages)
 }
 
-fn outcome(r: &TrailRecord) -> ActionOutcome {
+pub fn outcome(r: &TrailRecord) -> ActionOutcome {
     ActionOutcome::try_from(r.action.as_ref().unwrap().outcome).unwrap()
 }
 

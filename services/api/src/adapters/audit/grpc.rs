@@ -53,6 +53,7 @@ impl<R: AuditReadModel> FindingsService for FindingsApi<R> {
         &self,
         request: Request<api::ListFindingsRequest>,
     ) -> Result<Response<api::ListFindingsResponse>, Status> {
+        let within = crate::auth::scope(&request);
         let r = request.into_inner();
         let mut states = Vec::new();
         for s in &r.states {
@@ -89,7 +90,7 @@ impl<R: AuditReadModel> FindingsService for FindingsApi<R> {
             page_token: r.page_token,
         })?;
         let now = Utc::now();
-        let rows = self.read_model.list_findings(&q, now).await?;
+        let rows = self.read_model.list_findings(&q, &within, now).await?;
         let page = q.page(rows, super::FindingRow::key);
         Ok(Response::new(api::ListFindingsResponse {
             findings: page
@@ -106,10 +107,13 @@ impl<R: AuditReadModel> FindingsService for FindingsApi<R> {
         &self,
         request: Request<api::GetPostureRequest>,
     ) -> Result<Response<api::Posture>, Status> {
+        // A scoped caller's posture covers the clusters in its scope; a cluster out of it
+        // reads as one with nothing audited.
+        let within = crate::auth::scope(&request);
         let r = request.into_inner();
         let scope =
             PostureScope::new(&r.cluster_id, &r.namespace, &r.application, r.history_limit)?;
-        let read = self.read_model.posture(&scope, Utc::now()).await?;
+        let read = self.read_model.posture(&scope, &within, Utc::now()).await?;
         Ok(Response::new(proto::posture(scope.name(), read)))
     }
 
@@ -118,9 +122,10 @@ impl<R: AuditReadModel> FindingsService for FindingsApi<R> {
         &self,
         request: Request<api::ListAuditsRequest>,
     ) -> Result<Response<api::ListAuditsResponse>, Status> {
+        let within = crate::auth::scope(&request);
         let r = request.into_inner();
         let q = AuditsQuery::new(&r.cluster_id, r.page_size, &r.page_token)?;
-        let rows = self.read_model.list_audits(&q).await?;
+        let rows = self.read_model.list_audits(&q, &within).await?;
         let page = q.page(rows, |a| a.first_seq);
         Ok(Response::new(api::ListAuditsResponse {
             audits: page.items.into_iter().map(proto::audit).collect(),
@@ -133,6 +138,7 @@ impl<R: AuditReadModel> FindingsService for FindingsApi<R> {
         &self,
         request: Request<api::GetAuditRequest>,
     ) -> Result<Response<api::Audit>, Status> {
+        let within = crate::auth::scope(&request);
         let r = request.into_inner();
         crate::domain::cluster_id("cluster_id", &r.cluster_id)?;
         if r.audit_id.is_empty() {
@@ -144,7 +150,7 @@ impl<R: AuditReadModel> FindingsService for FindingsApi<R> {
         }
         let row = self
             .read_model
-            .get_audit(&r.cluster_id, &r.audit_id)
+            .get_audit(&r.cluster_id, &r.audit_id, &within)
             .await?
             .ok_or(AuditError::AuditNotFound {
                 cluster: r.cluster_id,

@@ -16,6 +16,7 @@ use crate::domain::audit::{
     AuditsQuery, Counts, DerogationState, DerogationsQuery, FindingKey, FindingState,
     FindingsQuery, PostureScope,
 };
+use crate::domain::scope::{Scope, sql::cluster_in_scope};
 
 // === rows ===
 
@@ -123,29 +124,36 @@ pub struct PostureRead {
 
 /// Where the audit area's views are read from.
 pub trait AuditReadModel: Send + Sync + 'static {
-    /// Up to `q.size + 1` findings in the total order, after `q.after`.
+    /// Up to `q.size + 1` findings of clusters `within` the caller's scope, in the total
+    /// order, after `q.after`.
     fn list_findings(
         &self,
         q: &FindingsQuery,
+        within: &Scope,
         now: DateTime<Utc>,
     ) -> impl Future<Output = Result<Vec<FindingRow>, ReadModelError>> + Send;
 
+    /// The posture of `scope`, over the clusters `within` the caller's scope.
     fn posture(
         &self,
         scope: &PostureScope,
+        within: &Scope,
         now: DateTime<Utc>,
     ) -> impl Future<Output = Result<PostureRead, ReadModelError>> + Send;
 
-    /// Up to `q.size + 1` audits, newest first.
+    /// Up to `q.size + 1` audits of clusters `within` the caller's scope, newest first.
     fn list_audits(
         &self,
         q: &AuditsQuery,
+        within: &Scope,
     ) -> impl Future<Output = Result<Vec<AuditRow>, ReadModelError>> + Send;
 
+    /// One audit, when its cluster is `within` the caller's scope.
     fn get_audit(
         &self,
         cluster: &str,
         audit: &str,
+        within: &Scope,
     ) -> impl Future<Output = Result<Option<AuditRow>, ReadModelError>> + Send;
 
     /// Up to `q.size + 1` derogations, newest grant first.
@@ -209,6 +217,7 @@ impl AuditReadModel for PgAuditReadModel {
     async fn list_findings(
         &self,
         q: &FindingsQuery,
+        within: &Scope,
         now: DateTime<Utc>,
     ) -> Result<Vec<FindingRow>, ReadModelError> {
         let states: Vec<&str> = if q.states.is_empty() {
@@ -230,8 +239,10 @@ impl AuditReadModel for PgAuditReadModel {
                AND ($9::smallint IS NULL OR severity_rank < $9
                     OR (severity_rank = $9 AND (cluster_id, namespace, kind, name, check_id, fingerprint)
                         > ($10, $11, $12, $13, $14, $15)))
+               AND {in_scope}
              ORDER BY severity_rank DESC, cluster_id, namespace, kind, name, check_id, fingerprint
-             LIMIT $16"
+             LIMIT $16",
+            in_scope = cluster_in_scope("findings.cluster_id", 17)
         );
         let a = after.unwrap_or_default();
         let has_after = q.after.is_some();
@@ -252,6 +263,7 @@ impl AuditReadModel for PgAuditReadModel {
             .bind(&a.check)
             .bind(&a.fingerprint)
             .bind(i64::from(q.size) + 1)
+            .bind(sqlx::types::Json(within.labels()))
             .fetch_all(&self.pool)
             .await
             .map_err(failed("list findings"))
@@ -260,9 +272,11 @@ impl AuditReadModel for PgAuditReadModel {
     async fn posture(
         &self,
         scope: &PostureScope,
+        within: &Scope,
         now: DateTime<Utc>,
     ) -> Result<PostureRead, ReadModelError> {
-        let rows: Vec<(String, i64, i64)> = sqlx::query_as(
+        let within = sqlx::types::Json(within.labels());
+        let rows: Vec<(String, i64, i64)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "SELECT severity,
                     count(*) FILTER (WHERE NOT (state = 'exempted' AND
                         (exempted_until IS NULL OR exempted_until > $1))),
@@ -273,12 +287,15 @@ impl AuditReadModel for PgAuditReadModel {
                AND ($2::text IS NULL OR cluster_id = $2)
                AND ($3::text IS NULL OR namespace = $3)
                AND ($4::text IS NULL OR application = $4)
+               AND {}
              GROUP BY severity",
-        )
+            cluster_in_scope("findings.cluster_id", 5)
+        )))
         .bind(now)
         .bind(&scope.cluster_id)
         .bind(&scope.namespace)
         .bind(&scope.application)
+        .bind(within)
         .fetch_all(&self.pool)
         .await
         .map_err(failed("count findings"))?;
@@ -295,26 +312,30 @@ impl AuditReadModel for PgAuditReadModel {
                     .insert(sev, u64::try_from(exempted).unwrap_or(0));
             }
         }
-        let (objects, clusters): (i64, i64) = sqlx::query_as(
+        let (objects, clusters): (i64, i64) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "SELECT COALESCE(sum(h.objects), 0)::bigint, count(DISTINCT h.cluster_id)
              FROM posture_current c
              JOIN posture_history h ON h.cluster_id = c.cluster_id AND h.audit_id = c.audit_id
              WHERE ($1::text IS NULL OR h.cluster_id = $1)
                AND ($2::text IS NULL OR h.namespace = $2)
-               AND ($3::text IS NULL OR h.application = $3)",
-        )
+               AND ($3::text IS NULL OR h.application = $3)
+               AND {}",
+            cluster_in_scope("h.cluster_id", 4)
+        )))
         .bind(&scope.cluster_id)
         .bind(&scope.namespace)
         .bind(&scope.application)
+        .bind(within)
         .fetch_one(&self.pool)
         .await
         .map_err(failed("count audited objects"))?;
         type Point = (DateTime<Utc>, i64, i64, i64, i64, i64, i64, i64, i64, i64);
-        let points: Vec<Point> = sqlx::query_as(
+        let points: Vec<Point> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "WITH done AS (
                  SELECT cluster_id, audit_id, completed_at AS at FROM audits
                  WHERE scope = 'full' AND state = 'completed' AND completed_at IS NOT NULL
-                   AND ($1::text IS NULL OR cluster_id = $1)),
+                   AND ($1::text IS NULL OR cluster_id = $1)
+                   AND {}),
              points AS (SELECT DISTINCT at FROM done ORDER BY at DESC LIMIT $4)
              SELECT p.at, COALESCE(sum(h.objects), 0)::bigint,
                     COALESCE(sum(h.open_critical), 0)::bigint, COALESCE(sum(h.open_high), 0)::bigint,
@@ -330,11 +351,13 @@ impl AuditReadModel for PgAuditReadModel {
                   AND ($2::text IS NULL OR h.namespace = $2)
                   AND ($3::text IS NULL OR h.application = $3)
              GROUP BY p.at ORDER BY p.at",
-        )
+            cluster_in_scope("audits.cluster_id", 5)
+        )))
         .bind(&scope.cluster_id)
         .bind(&scope.namespace)
         .bind(&scope.application)
         .bind(i64::from(scope.history))
+        .bind(within)
         .fetch_all(&self.pool)
         .await
         .map_err(failed("read the posture history"))?;
@@ -368,16 +391,23 @@ impl AuditReadModel for PgAuditReadModel {
         })
     }
 
-    async fn list_audits(&self, q: &AuditsQuery) -> Result<Vec<AuditRow>, ReadModelError> {
-        sqlx::query_as(
+    async fn list_audits(
+        &self,
+        q: &AuditsQuery,
+        within: &Scope,
+    ) -> Result<Vec<AuditRow>, ReadModelError> {
+        sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "SELECT * FROM audits
              WHERE ($1::text IS NULL OR cluster_id = $1)
                AND ($2::bigint IS NULL OR first_seq < $2)
+               AND {}
              ORDER BY first_seq DESC LIMIT $3",
-        )
+            cluster_in_scope("audits.cluster_id", 4)
+        )))
         .bind(&q.cluster_id)
         .bind(q.before_seq)
         .bind(i64::from(q.size) + 1)
+        .bind(sqlx::types::Json(within.labels()))
         .fetch_all(&self.pool)
         .await
         .map_err(failed("list audits"))
@@ -387,13 +417,18 @@ impl AuditReadModel for PgAuditReadModel {
         &self,
         cluster: &str,
         audit: &str,
+        within: &Scope,
     ) -> Result<Option<AuditRow>, ReadModelError> {
-        sqlx::query_as("SELECT * FROM audits WHERE cluster_id = $1 AND audit_id = $2")
-            .bind(cluster)
-            .bind(audit)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(failed("read an audit"))
+        sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT * FROM audits WHERE cluster_id = $1 AND audit_id = $2 AND {}",
+            cluster_in_scope("audits.cluster_id", 3)
+        )))
+        .bind(cluster)
+        .bind(audit)
+        .bind(sqlx::types::Json(within.labels()))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(failed("read an audit"))
     }
 
     async fn list_derogations(

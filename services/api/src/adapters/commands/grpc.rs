@@ -28,6 +28,7 @@ use crate::adapters::proto::timestamp;
 use crate::domain::commands::{
     self as rules, CommandError, CommandsQuery, RunSummary, Status as CommandStatus,
 };
+use crate::domain::scope::{self, OutOfScope, Scope};
 
 const PRODUCER: &str = "api";
 /// How often WatchCommand looks at the read model.
@@ -38,6 +39,22 @@ const WATCH_APPEAR: Duration = Duration::from_secs(30);
 /// Who asked: the token's subject (`anonymous` when the api runs without authentication).
 fn actor<T>(request: &Request<T>) -> String {
     crate::auth::actor(request)
+}
+
+/// Refuses a target out of the caller's scope (reading the labels of the cluster it names).
+async fn check_scope(
+    read: &PgCommands,
+    scope: &Scope,
+    target: Option<&CommandTarget>,
+) -> Result<(), Status> {
+    if scope.is_fleet() {
+        return Ok(());
+    }
+    let labels = match scope::target_cluster(target) {
+        Some(id) => read.cluster_labels(id).await?,
+        None => None,
+    };
+    Ok(scope.admits_target(target, labels.as_ref())?)
 }
 
 fn unavailable(e: String) -> Status {
@@ -67,6 +84,8 @@ fn time(
 /// One command request, as the three Run RPCs ask it.
 struct Ask {
     requested_by: String,
+    /// The caller's scope: the target must be in it.
+    scope: Scope,
     kind: CommandKind,
     target: Option<CommandTarget>,
     deadline: Option<prost_types::Timestamp>,
@@ -99,10 +118,12 @@ impl CommandApi {
         params: Params,
     ) -> Result<Response<api::RunCommandResponse>, Status> {
         let requested_by = actor(&request);
+        let scope = crate::auth::scope(&request);
         let r = request.into_inner();
         let reply = self
             .request(Ask {
                 requested_by,
+                scope,
                 kind,
                 target: r.target,
                 deadline: r.deadline,
@@ -117,6 +138,7 @@ impl CommandApi {
     async fn request(&self, ask: Ask) -> Result<api::RunCommandResponse, Status> {
         let Ask {
             requested_by,
+            scope,
             kind,
             target,
             deadline,
@@ -125,11 +147,14 @@ impl CommandApi {
             params,
         } = ask;
         rules::check_target(target.as_ref())?;
+        // Checked before anything is read or published: a target out of scope (or a cluster
+        // unknown to a scoped caller) is refused and the audit trail records the denial.
+        check_scope(&self.read, &scope, target.as_ref()).await?;
         let now = Utc::now();
         let deadline = rules::deadline(now, time("deadline", deadline.as_ref())?, timeout_ms)?;
         let command_id = rules::command_id(&requested_by, &idempotency_key)?;
         if !idempotency_key.is_empty()
-            && let Some((row, _)) = self.read.get(&command_id).await?
+            && let Some((row, _)) = self.read.get(&command_id, &Scope::fleet()).await?
         {
             return Ok(Response::new(api::RunCommandResponse {
                 command_id,
@@ -169,10 +194,15 @@ impl CommandApi {
         })
     }
 
-    async fn view(&self, command_id: &str) -> Result<Option<api::CommandView>, Status> {
+    /// A command as `scope` may see it: `None` when missing or out of scope (alike).
+    async fn view(
+        &self,
+        command_id: &str,
+        scope: &Scope,
+    ) -> Result<Option<api::CommandView>, Status> {
         Ok(self
             .read
-            .get(command_id)
+            .get(command_id, scope)
             .await?
             .map(|(c, runs)| view(c, runs)))
     }
@@ -307,6 +337,7 @@ impl CommandService for CommandApi {
         request: Request<api::CheckLivenessRequest>,
     ) -> Result<Response<api::RunCommandResponse>, Status> {
         let by = actor(&request);
+        let scope = crate::auth::scope(&request);
         let r = request.into_inner();
         let pool = r.pool.ok_or_else(|| CommandError::Invalid {
             field: "pool",
@@ -333,6 +364,7 @@ impl CommandService for CommandApi {
         let reply = self
             .request(Ask {
                 requested_by: by,
+                scope,
                 kind: CommandKind::CheckLiveness,
                 target: r.target,
                 deadline: r.deadline,
@@ -349,8 +381,9 @@ impl CommandService for CommandApi {
         &self,
         request: Request<api::GetCommandRequest>,
     ) -> Result<Response<api::CommandView>, Status> {
+        let scope = crate::auth::scope(&request);
         let id = rules::parse_command_id(&request.into_inner().command_id)?;
-        match self.view(&id).await? {
+        match self.view(&id, &scope).await? {
             Some(v) => Ok(Response::new(v)),
             None => Err(CommandError::NotFound(id).into()),
         }
@@ -361,6 +394,7 @@ impl CommandService for CommandApi {
         &self,
         request: Request<api::ListCommandsRequest>,
     ) -> Result<Response<api::ListCommandsResponse>, Status> {
+        let scope = crate::auth::scope(&request);
         let r = request.into_inner();
         let q = CommandsQuery::new(
             &r.cluster_id,
@@ -369,7 +403,7 @@ impl CommandService for CommandApi {
             r.page_size,
             &r.page_token,
         )?;
-        let mut rows = self.read.list(&q).await?;
+        let mut rows = self.read.list(&q, &scope).await?;
         let more = rows.len() > q.size as usize;
         rows.truncate(q.size as usize);
         let next_page_token = match (more, rows.last()) {
@@ -389,14 +423,19 @@ impl CommandService for CommandApi {
         &self,
         request: Request<api::WatchCommandRequest>,
     ) -> Result<Response<Self::WatchCommandStream>, Status> {
+        let scope = crate::auth::scope(&request);
         let id = rules::parse_command_id(&request.into_inner().command_id)?;
         let read = self.read.clone();
         let shutdown = self.shutdown.clone();
         // Wait for the command to reach the read model (a watch right after the request).
         let appear_by = tokio::time::Instant::now() + WATCH_APPEAR;
         let first = loop {
-            if let Some(v) = self.view(&id).await? {
+            if let Some(v) = self.view(&id, &scope).await? {
                 break v;
+            }
+            // A command that exists out of the caller's scope will never appear: say so now.
+            if !scope.is_fleet() && self.read.get(&id, &Scope::fleet()).await?.is_some() {
+                return Err(CommandError::NotFound(id).into());
             }
             if tokio::time::Instant::now() >= appear_by {
                 return Err(CommandError::NotFound(id).into());
@@ -422,7 +461,7 @@ impl CommandService for CommandApi {
                     () = tx.closed() => return,
                     () = tokio::time::sleep(WATCH_POLL) => {}
                 }
-                let v = match read.get(&id).await {
+                let v = match read.get(&id, &scope).await {
                     Ok(Some((c, runs))) => view(c, runs),
                     Ok(None) => continue,
                     Err(e) => {
@@ -495,6 +534,7 @@ impl ScheduleService for ScheduleApi {
         request: Request<api::CreateScheduleRequest>,
     ) -> Result<Response<api::ScheduleView>, Status> {
         let by = actor(&request);
+        let scope = crate::auth::scope(&request);
         let r = request.into_inner();
         let invalid = |field, reason: &str| CommandError::Invalid {
             field,
@@ -510,6 +550,9 @@ impl ScheduleService for ScheduleApi {
         })?;
         rules::cron_spec(&r.cron, &r.time_zone)?;
         rules::check_target(r.target.as_ref())?;
+        // A schedule fires later with this target: it must be in scope now (a selector that
+        // includes the scope stays within it whatever labels clusters get).
+        check_scope(&self.read, &scope, r.target.as_ref()).await?;
         let kind = CommandKind::try_from(r.kind).unwrap_or(CommandKind::Unspecified);
         let params = match (kind, r.params.and_then(|p| p.params)) {
             (CommandKind::Unspecified, _) => {
@@ -579,10 +622,11 @@ impl ScheduleService for ScheduleApi {
     #[instrument(skip_all)]
     async fn list_schedules(
         &self,
-        _request: Request<api::ListSchedulesRequest>,
+        request: Request<api::ListSchedulesRequest>,
     ) -> Result<Response<api::ListSchedulesResponse>, Status> {
+        let scope = crate::auth::scope(&request);
         let now = Utc::now();
-        let schedules = self.read.schedules().await?;
+        let schedules = self.read.schedules(&scope).await?;
         Ok(Response::new(api::ListSchedulesResponse {
             schedules: schedules
                 .into_iter()
@@ -597,8 +641,29 @@ impl ScheduleService for ScheduleApi {
         request: Request<api::DeleteScheduleRequest>,
     ) -> Result<Response<api::DeleteScheduleResponse>, Status> {
         let by = actor(&request);
+        let scope = crate::auth::scope(&request);
         let id = request.into_inner().schedule_id;
-        match self.read.schedule(&id).await? {
+        let row = self.read.schedule(&id).await?;
+        // A scoped caller cannot tell a schedule out of its scope from a missing one.
+        if !scope.is_fleet() {
+            let target = row.as_ref().and_then(|s| target_from_json(&s.target.0));
+            let labels = match scope::target_cluster(target.as_ref()) {
+                Some(id) => self.read.cluster_labels(id).await?,
+                None => None,
+            };
+            if row.is_none()
+                || scope
+                    .admits_target(target.as_ref(), labels.as_ref())
+                    .is_err()
+            {
+                return Err(OutOfScope::Object {
+                    what: "schedule",
+                    id,
+                }
+                .into());
+            }
+        }
+        match row {
             Some(s) if s.deleted_at.is_none() => {}
             _ => return Err(CommandError::ScheduleNotFound(id).into()),
         }

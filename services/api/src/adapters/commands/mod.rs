@@ -3,6 +3,8 @@
 
 pub mod grpc;
 
+use std::collections::BTreeMap;
+
 use async_nats::jetstream::{self, message::PublishMessage};
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
@@ -12,6 +14,7 @@ use canopy_kit::proto::event::v1::Envelope;
 
 use super::ReadModelError;
 use crate::domain::commands::CommandsQuery;
+use crate::domain::scope::{Scope, sql as scope_sql};
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct CommandRow {
@@ -81,14 +84,18 @@ impl PgCommands {
         Self { pool }
     }
 
+    /// One command, when its target is in `scope`.
     pub async fn get(
         &self,
         command_id: &str,
+        scope: &Scope,
     ) -> Result<Option<(CommandRow, Vec<RunRow>)>, ReadModelError> {
         let row: Option<CommandRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT {COMMAND_COLUMNS} FROM commands WHERE command_id = $1"
+            "SELECT {COMMAND_COLUMNS} FROM commands c WHERE command_id = $1 AND {}",
+            scope_sql::target_in_scope("c.target", 2)
         )))
         .bind(command_id)
+        .bind(sqlx::types::Json(scope.labels()))
         .fetch_optional(&self.pool)
         .await
         .map_err(failed("read a command"))?;
@@ -100,10 +107,11 @@ impl PgCommands {
         Ok(Some((row, runs)))
     }
 
-    /// Up to `q.size + 1` commands, newest first.
+    /// Up to `q.size + 1` commands whose target is in `scope`, newest first.
     pub async fn list(
         &self,
         q: &CommandsQuery,
+        scope: &Scope,
     ) -> Result<Vec<(CommandRow, Vec<RunRow>)>, ReadModelError> {
         let rows: Vec<CommandRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "SELECT {COMMAND_COLUMNS} FROM commands c
@@ -112,14 +120,17 @@ impl PgCommands {
                AND ($2 = 0 OR kind = $2)
                AND ($3 = '' OR schedule_id = $3)
                AND ($4::BIGINT IS NULL OR control_seq < $4)
+               AND {}
              ORDER BY control_seq DESC
-             LIMIT $5"
+             LIMIT $5",
+            scope_sql::target_in_scope("c.target", 6)
         )))
         .bind(&q.cluster_id)
         .bind(q.kind)
         .bind(&q.schedule_id)
         .bind(q.before_seq)
         .bind(i64::from(q.size) + 1)
+        .bind(sqlx::types::Json(scope.labels()))
         .fetch_all(&self.pool)
         .await
         .map_err(failed("list commands"))?;
@@ -132,6 +143,14 @@ impl PgCommands {
                 (r, runs)
             })
             .collect())
+    }
+
+    /// The labels of a cluster, `None` when it is unknown.
+    pub async fn cluster_labels(
+        &self,
+        cluster_id: &str,
+    ) -> Result<Option<BTreeMap<String, String>>, ReadModelError> {
+        super::postgres::cluster_labels(&self.pool, cluster_id).await
     }
 
     async fn runs(
@@ -153,13 +172,16 @@ impl PgCommands {
         Ok(out)
     }
 
-    /// Schedules not deleted, oldest first.
-    pub async fn schedules(&self) -> Result<Vec<ScheduleRow>, ReadModelError> {
-        sqlx::query_as(
+    /// Schedules not deleted whose target is in `scope`, oldest first.
+    pub async fn schedules(&self, scope: &Scope) -> Result<Vec<ScheduleRow>, ReadModelError> {
+        sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "SELECT schedule_id, name, cron, time_zone, kind, target, deadline_seconds,
                     created_by, created_at, created_seq, deleted_at
-             FROM schedules WHERE deleted_at IS NULL ORDER BY created_seq",
-        )
+             FROM schedules s WHERE deleted_at IS NULL AND {}
+             ORDER BY created_seq",
+            scope_sql::target_in_scope("s.target", 1)
+        )))
+        .bind(sqlx::types::Json(scope.labels()))
         .fetch_all(&self.pool)
         .await
         .map_err(failed("list schedules"))

@@ -1,0 +1,713 @@
+//! Tokens scoped by cluster labels, through real gRPC calls against real NATS and Postgres:
+//! a scoped caller acts on and sees the clusters in its scope only. Clusters: `prod-eu`
+//! (env=prod) and `dev-ap` (env=dev); the scoped tokens carry `env=prod`.
+
+use std::time::Duration;
+
+use canopy_auth::token::Role;
+use canopy_kit::proto::api::v1::{
+    CheckLivenessRequest, CommandView, GetCommandRequest, ListCommandsRequest, RunCommandRequest,
+    WatchCommandRequest, command_service_client::CommandServiceClient,
+};
+use canopy_kit::proto::event::v1::{
+    ActionOutcome, CommandTarget, LabelSelector, LivenessEndpoint, LivenessPool,
+    command_target::Target,
+};
+use canopy_kit::streams;
+use tonic::Code;
+use tonic::transport::Channel;
+
+use crate::auth::{auth_stack, bearer, seeded, token};
+use crate::trail::{messages, outcome, trail};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn ids(v: impl IntoIterator<Item = String>) -> Vec<String> {
+    v.into_iter().collect()
+}
+
+fn cluster(id: &str) -> Option<CommandTarget> {
+    Some(CommandTarget {
+        target: Some(Target::ClusterId(id.to_owned())),
+    })
+}
+
+fn selector(pairs: &[(&str, &str)]) -> Option<CommandTarget> {
+    Some(CommandTarget {
+        target: Some(Target::Selector(LabelSelector {
+            match_labels: pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        })),
+    })
+}
+
+fn run(target: Option<CommandTarget>) -> RunCommandRequest {
+    RunCommandRequest {
+        target,
+        ..Default::default()
+    }
+}
+
+/// The command as `token` sees it, once ingestion has projected it.
+async fn projected(channel: &Channel, id: &str, token: &str) -> anyhow::Result<CommandView> {
+    canopy_testkit::eventually(WAIT, "the command's view", || {
+        let mut commands = CommandServiceClient::new(channel.clone());
+        let (id, token) = (id.to_owned(), token.to_owned());
+        async move {
+            match commands
+                .get_command(bearer(GetCommandRequest { command_id: id }, &token))
+                .await
+            {
+                Ok(v) => Ok(Some(v.into_inner())),
+                Err(e) if e.code() == Code::NotFound => Ok(None),
+                Err(e) => Err(e.into()),
+            }
+        }
+    })
+    .await
+}
+
+/// Every command `token` lists, in pages of one (the scope filters before paging).
+async fn listed(channel: &Channel, token: &str) -> anyhow::Result<Vec<String>> {
+    let mut commands = CommandServiceClient::new(channel.clone());
+    let mut ids = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let page = commands
+            .list_commands(bearer(
+                ListCommandsRequest {
+                    page_size: 1,
+                    page_token,
+                    ..Default::default()
+                },
+                token,
+            ))
+            .await?
+            .into_inner();
+        ids.extend(page.commands.into_iter().map(|c| c.command_id));
+        if page.next_page_token.is_empty() {
+            return Ok(ids);
+        }
+        page_token = page.next_page_token;
+    }
+}
+
+#[tokio::test]
+async fn a_scoped_operator_runs_commands_on_its_clusters_only_and_sees_only_those()
+-> anyhow::Result<()> {
+    let a = auth_stack().await?;
+    let channel = seeded(&a).await?;
+    let mut commands = CommandServiceClient::new(channel.clone());
+    let operator = token(&a.keys, Role::Operator, &[("env", "prod")]);
+    let viewer = token(&a.keys, Role::Viewer, &[("env", "prod")]);
+    let fleet = token(&a.keys, Role::Operator, &[]);
+
+    // In scope: the cluster, and a selector that includes the scope.
+    let on_prod = commands
+        .run_audit(bearer(run(cluster("prod-eu")), &operator))
+        .await?
+        .into_inner()
+        .command_id;
+    let on_selector = commands
+        .refresh_inventory(bearer(
+            run(selector(&[("env", "prod"), ("zone", "eu")])),
+            &operator,
+        ))
+        .await?
+        .into_inner()
+        .command_id;
+    assert_eq!(messages(&a.stack.js, streams::CONTROL).await?, 2);
+
+    // Out of scope: another cluster, an unknown one, selectors that could reach beyond.
+    let denied = [
+        ("dev-ap", run(cluster("dev-ap")), "dev-ap"),
+        ("unknown", run(cluster("nowhere")), "nowhere"),
+        (
+            "no scope label",
+            run(selector(&[("zone", "eu")])),
+            "env=prod",
+        ),
+        ("other value", run(selector(&[("env", "dev")])), "env=prod"),
+        ("whole fleet", run(selector(&[])), "env=prod"),
+    ];
+    for (what, request, named) in &denied {
+        let err = commands
+            .run_audit(bearer(request.clone(), &operator))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::PermissionDenied, "{what}: {err:?}");
+        assert!(err.message().contains(named), "{what}: {err:?}");
+    }
+    let err = commands
+        .refresh_inventory(bearer(run(cluster("dev-ap")), &operator))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    let err = commands
+        .check_liveness(bearer(
+            CheckLivenessRequest {
+                target: cluster("dev-ap"),
+                pool: Some(LivenessPool {
+                    name: "web".into(),
+                    endpoints: vec![LivenessEndpoint {
+                        name: "front".into(),
+                        host: "front.web".into(),
+                        port: 80,
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            &operator,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    // Nothing more was published; every call is on the trail, the refusals as denied.
+    assert_eq!(messages(&a.stack.js, streams::CONTROL).await?, 2);
+    let records = trail(&a, 2 + denied.len() + 2).await?;
+    let denials: Vec<String> = records
+        .iter()
+        .filter(|r| outcome(r) == ActionOutcome::Denied)
+        .map(|r| r.action.as_ref().unwrap().target.clone())
+        .collect();
+    assert_eq!(denials.len(), denied.len() + 2, "{denials:?}");
+    assert!(denials.iter().any(|t| t == "dev-ap"), "{denials:?}");
+
+    // An unscoped operator's command on dev-ap is invisible to the scoped viewer.
+    let on_dev = commands
+        .run_audit(bearer(run(cluster("dev-ap")), &fleet))
+        .await?
+        .into_inner()
+        .command_id;
+    projected(&channel, &on_dev, &fleet).await?;
+    for id in [&on_prod, &on_selector] {
+        let v = projected(&channel, id, &viewer).await?;
+        assert_eq!(&v.command_id, id);
+    }
+    let err = commands
+        .get_command(bearer(
+            GetCommandRequest {
+                command_id: on_dev.clone(),
+            },
+            &viewer,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound, "{err:?}");
+    let err = commands
+        .watch_command(bearer(
+            WatchCommandRequest {
+                command_id: on_dev.clone(),
+            },
+            &viewer,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound, "{err:?}");
+    let mut watch = commands
+        .watch_command(bearer(
+            WatchCommandRequest {
+                command_id: on_prod.clone(),
+            },
+            &viewer,
+        ))
+        .await?
+        .into_inner();
+    assert_eq!(watch.message().await?.unwrap().command_id, on_prod);
+
+    assert_eq!(
+        listed(&channel, &viewer).await?,
+        [on_selector.clone(), on_prod.clone()],
+        "newest first, in scope only"
+    );
+    assert_eq!(
+        listed(&channel, &fleet).await?,
+        [on_dev, on_selector, on_prod]
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_scoped_viewer_reads_findings_audits_and_posture_of_its_clusters_only()
+-> anyhow::Result<()> {
+    use canopy_kit::proto::api::v1::{
+        GetAuditRequest, GetPostureRequest, ListAuditsRequest, ListFindingsRequest,
+        findings_service_client::FindingsServiceClient,
+    };
+    use canopy_kit::proto::event::v1::Severity;
+
+    use crate::audit::{audit_events, finding};
+
+    let a = auth_stack().await?;
+    let channel = seeded(&a).await?;
+    let mut last = 0;
+    for (cluster, objects) in [("prod-eu", 10), ("dev-ap", 30)] {
+        let findings = vec![
+            finding(
+                cluster,
+                "PRIVILEGED",
+                Severity::Critical,
+                "shop",
+                "cart",
+                None,
+            ),
+            finding(cluster, "PROBES", Severity::Low, "shop", "cart", None),
+        ];
+        for e in audit_events(cluster, &format!("{cluster}-a1"), findings, objects) {
+            last = a.stack.publish(&e).await?;
+        }
+    }
+    a.stack.projected(last).await?;
+    let mut client = FindingsServiceClient::new(channel);
+    let viewer = token(&a.keys, Role::Viewer, &[("env", "prod")]);
+    let fleet = token(&a.keys, Role::Viewer, &[]);
+
+    let findings = |token: &str, cluster_id: &str, page_token: String| {
+        bearer(
+            ListFindingsRequest {
+                cluster_id: cluster_id.to_owned(),
+                page_size: 1,
+                page_token,
+                ..Default::default()
+            },
+            token,
+        )
+    };
+    // Pages of one: the scope filters before paging.
+    let mut seen = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let page = client
+            .list_findings(findings(&viewer, "", page_token))
+            .await?
+            .into_inner();
+        seen.extend(page.findings.into_iter().map(|f| (f.cluster_id, f.check)));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        page_token = page.next_page_token;
+    }
+    let pair = |c: &str, k: &str| (c.to_owned(), k.to_owned());
+    assert_eq!(
+        seen,
+        [pair("prod-eu", "PRIVILEGED"), pair("prod-eu", "PROBES")]
+    );
+    let other = client
+        .list_findings(findings(&viewer, "dev-ap", String::new()))
+        .await?
+        .into_inner();
+    assert!(other.findings.is_empty(), "{other:?}");
+    let all = client
+        .list_findings(bearer(ListFindingsRequest::default(), &fleet))
+        .await?
+        .into_inner();
+    assert_eq!(all.findings.len(), 4);
+
+    let audits = |token: &str, cluster_id: &str| {
+        bearer(
+            ListAuditsRequest {
+                cluster_id: cluster_id.to_owned(),
+                ..Default::default()
+            },
+            token,
+        )
+    };
+    let listed: Vec<String> = client
+        .list_audits(audits(&viewer, ""))
+        .await?
+        .into_inner()
+        .audits
+        .into_iter()
+        .map(|a| a.cluster_id)
+        .collect();
+    assert_eq!(listed, ["prod-eu"]);
+    assert!(
+        client
+            .list_audits(audits(&viewer, "dev-ap"))
+            .await?
+            .into_inner()
+            .audits
+            .is_empty()
+    );
+    assert_eq!(
+        client
+            .list_audits(audits(&fleet, ""))
+            .await?
+            .into_inner()
+            .audits
+            .len(),
+        2
+    );
+    let get = |cluster: &str| {
+        bearer(
+            GetAuditRequest {
+                cluster_id: cluster.to_owned(),
+                audit_id: format!("{cluster}-a1"),
+            },
+            &viewer,
+        )
+    };
+    assert_eq!(
+        client
+            .get_audit(get("prod-eu"))
+            .await?
+            .into_inner()
+            .audit_id,
+        "prod-eu-a1"
+    );
+    let err = client.get_audit(get("dev-ap")).await.unwrap_err();
+    assert_eq!(
+        err.code(),
+        Code::NotFound,
+        "out of scope looks like missing"
+    );
+
+    // The fleet's posture, for a scoped viewer, covers its clusters only; a cluster out of
+    // scope reads as one with nothing audited.
+    let posture = |token: &str, cluster_id: &str| {
+        bearer(
+            GetPostureRequest {
+                cluster_id: cluster_id.to_owned(),
+                ..Default::default()
+            },
+            token,
+        )
+    };
+    let p = client.get_posture(posture(&viewer, "")).await?.into_inner();
+    assert_eq!((p.clusters, p.objects_audited), (1, 10), "{p:?}");
+    let counts = p.counts.unwrap();
+    assert_eq!(counts.open.get("critical"), Some(&1), "{counts:?}");
+    assert_eq!(p.history.len(), 1);
+    assert_eq!(p.history[0].objects_audited, 10);
+    let p = client.get_posture(posture(&fleet, "")).await?.into_inner();
+    assert_eq!((p.clusters, p.objects_audited), (2, 40), "{p:?}");
+    assert_eq!(p.counts.unwrap().open.get("critical"), Some(&2));
+    let p = client
+        .get_posture(posture(&viewer, "dev-ap"))
+        .await?
+        .into_inner();
+    assert_eq!((p.clusters, p.objects_audited), (0, 0), "{p:?}");
+    assert!(p.counts.unwrap_or_default().open.is_empty());
+    assert!(p.history.is_empty());
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_scoped_caller_reads_and_decides_the_health_of_its_clusters_only() -> anyhow::Result<()> {
+    use canopy_kit::envelope;
+    use canopy_kit::proto::api::v1::{
+        ApproveRemediationRequest, GetFleetHealthRequest, ListDiagnosesRequest,
+        ListRecommendationsRequest, ListRemediationsRequest, RejectRemediationRequest,
+        health_service_client::HealthServiceClient,
+    };
+    use canopy_kit::proto::event::v1::{
+        ClusterHealth, CommandKind, DiagnosisRaised, HealthChanged, HealthReported,
+        RemediationProposed, Severity, WorkloadUsage, envelope::Body,
+    };
+    use canopy_kit::subject::ClusterId;
+
+    let a = auth_stack().await?;
+    let channel = seeded(&a).await?;
+    let mut last = 0;
+    for (cluster, short) in [("prod-eu", "prod"), ("dev-ap", "dev")] {
+        let id = ClusterId::parse(cluster)?;
+        let doctor = |body| envelope::new_for(Some(&id), "doctor", body);
+        a.stack
+            .publish(&doctor(Body::HealthChanged(HealthChanged {
+                previous: ClusterHealth::Healthy as i32,
+                current: ClusterHealth::Degraded as i32,
+                reason: "a workload is crash-looping".into(),
+            })))
+            .await?;
+        a.stack
+            .publish(&doctor(Body::DiagnosisRaised(DiagnosisRaised {
+                diagnosis_id: format!("diag-{short}"),
+                rule: "crash-looping-workload".into(),
+                severity: Severity::High as i32,
+                summary: "Deployment shop/cart is crash-looping".into(),
+                subject: "Deployment shop/cart".into(),
+                ..Default::default()
+            })))
+            .await?;
+        a.stack
+            .publish(&doctor(Body::RemediationProposed(RemediationProposed {
+                remediation_id: format!("rem-{short}"),
+                diagnosis_id: format!("diag-{short}"),
+                playbook: "refresh-inventory".into(),
+                kind: CommandKind::RefreshInventory as i32,
+                reason: "test".into(),
+                ..Default::default()
+            })))
+            .await?;
+        last = a
+            .stack
+            .publish(&envelope::new(
+                &id,
+                "agent/test",
+                Body::HealthReported(HealthReported {
+                    metrics_available: true,
+                    usage: vec![WorkloadUsage {
+                        kind: "Deployment".into(),
+                        namespace: "shop".into(),
+                        name: "cart".into(),
+                        replicas: 2,
+                        cpu_usage_millis: 100,
+                        cpu_request_millis: 1000,
+                        memory_usage_bytes: 1 << 20,
+                        memory_request_bytes: 1 << 30,
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }),
+            ))
+            .await?;
+    }
+    a.stack.projected(last).await?;
+    let mut health = HealthServiceClient::new(channel);
+    let viewer = token(&a.keys, Role::Viewer, &[("env", "prod")]);
+    let operator = token(&a.keys, Role::Operator, &[("env", "prod")]);
+    let fleet = token(&a.keys, Role::Viewer, &[]);
+    let remediations = |token: &str, cluster_id: &str| {
+        bearer(
+            ListRemediationsRequest {
+                cluster_id: cluster_id.to_owned(),
+                ..Default::default()
+            },
+            token,
+        )
+    };
+    // CONTROL is projected on its own: wait for both remediations.
+    canopy_testkit::eventually(WAIT, "both remediations", || {
+        let mut health = health.clone();
+        let request = remediations(&fleet, "");
+        async move {
+            let n = health.list_remediations(request).await?.into_inner();
+            Ok((n.remediations.len() == 2).then_some(()))
+        }
+    })
+    .await?;
+
+    let fh = health
+        .get_fleet_health(bearer(GetFleetHealthRequest::default(), &viewer))
+        .await?
+        .into_inner();
+    assert_eq!(
+        ids(fh.clusters.iter().map(|c| c.cluster_id.clone())),
+        ["prod-eu"]
+    );
+    assert_eq!(fh.clusters[0].diagnoses.len(), 1);
+    assert_eq!(fh.counts.get("degraded"), Some(&1), "{:?}", fh.counts);
+    let fh = health
+        .get_fleet_health(bearer(GetFleetHealthRequest::default(), &fleet))
+        .await?
+        .into_inner();
+    assert_eq!(fh.clusters.len(), 2);
+    let other = health
+        .get_fleet_health(bearer(
+            GetFleetHealthRequest {
+                cluster_id: "dev-ap".into(),
+            },
+            &viewer,
+        ))
+        .await?
+        .into_inner();
+    assert!(other.clusters.is_empty(), "{other:?}");
+
+    let diagnoses = |token: &str, cluster_id: &str| {
+        bearer(
+            ListDiagnosesRequest {
+                cluster_id: cluster_id.to_owned(),
+                ..Default::default()
+            },
+            token,
+        )
+    };
+    let d = health
+        .list_diagnoses(diagnoses(&viewer, ""))
+        .await?
+        .into_inner();
+    assert_eq!(
+        ids(d.diagnoses.into_iter().map(|d| d.diagnosis_id)),
+        ["diag-prod"]
+    );
+    let d = health
+        .list_diagnoses(diagnoses(&viewer, "dev-ap"))
+        .await?
+        .into_inner();
+    assert!(d.diagnoses.is_empty());
+    let d = health
+        .list_diagnoses(diagnoses(&fleet, ""))
+        .await?
+        .into_inner();
+    assert_eq!(d.diagnoses.len(), 2);
+
+    let r = health
+        .list_remediations(remediations(&viewer, ""))
+        .await?
+        .into_inner();
+    assert_eq!(
+        ids(r.remediations.into_iter().map(|r| r.remediation_id)),
+        ["rem-prod"]
+    );
+    let r = health
+        .list_remediations(remediations(&viewer, "dev-ap"))
+        .await?
+        .into_inner();
+    assert!(r.remediations.is_empty());
+
+    let rec = |token: &str| bearer(ListRecommendationsRequest::default(), token);
+    let r = health
+        .list_recommendations(rec(&viewer))
+        .await?
+        .into_inner();
+    assert_eq!(
+        ids(r.recommendations.into_iter().map(|r| r.cluster_id)),
+        ["prod-eu"]
+    );
+    let r = health.list_recommendations(rec(&fleet)).await?.into_inner();
+    assert_eq!(r.recommendations.len(), 2);
+
+    // Decisions: only on a cluster in scope; out of scope (or unknown) is refused and
+    // publishes nothing.
+    let before = messages(&a.stack.js, streams::CONTROL).await?;
+    let err = health
+        .reject_remediation(bearer(
+            RejectRemediationRequest {
+                remediation_id: "rem-dev".into(),
+                reason: "not mine".into(),
+            },
+            &operator,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    assert!(err.message().contains("rem-dev"), "{err:?}");
+    for id in ["rem-dev", "rem-none"] {
+        let err = health
+            .approve_remediation(bearer(
+                ApproveRemediationRequest {
+                    remediation_id: id.into(),
+                },
+                &operator,
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::PermissionDenied, "{id}: {err:?}");
+    }
+    assert_eq!(messages(&a.stack.js, streams::CONTROL).await?, before);
+    let decided = health
+        .reject_remediation(bearer(
+            RejectRemediationRequest {
+                remediation_id: "rem-prod".into(),
+                reason: "not now".into(),
+            },
+            &operator,
+        ))
+        .await?
+        .into_inner();
+    assert_eq!(decided.state, "rejected", "{decided:?}");
+    assert_eq!(messages(&a.stack.js, streams::CONTROL).await?, before + 1);
+    let r = health
+        .list_remediations(remediations(&fleet, "dev-ap"))
+        .await?
+        .into_inner();
+    assert_eq!(
+        r.remediations[0].state, "proposed",
+        "a refused decision was applied"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_scoped_operator_schedules_lists_and_deletes_on_its_clusters_only() -> anyhow::Result<()>
+{
+    use canopy_kit::proto::api::v1::{
+        CreateScheduleRequest, DeleteScheduleRequest, ListSchedulesRequest,
+        schedule_service_client::ScheduleServiceClient,
+    };
+    use canopy_kit::proto::event::v1::CommandKind;
+
+    let a = auth_stack().await?;
+    let mut schedules = ScheduleServiceClient::new(seeded(&a).await?);
+    let operator = token(&a.keys, Role::Operator, &[("env", "prod")]);
+    let fleet = token(&a.keys, Role::Operator, &[]);
+    let create = |name: &str, target: Option<CommandTarget>| CreateScheduleRequest {
+        name: name.to_owned(),
+        cron: "0 3 * * *".into(),
+        kind: CommandKind::RunAudit as i32,
+        target,
+        ..Default::default()
+    };
+    let mut mine = Vec::new();
+    for (name, target) in [
+        ("prod-nightly", cluster("prod-eu")),
+        ("prod-eu-zone", selector(&[("env", "prod"), ("zone", "eu")])),
+    ] {
+        let v = schedules
+            .create_schedule(bearer(create(name, target), &operator))
+            .await?
+            .into_inner();
+        mine.push(v.schedule_id);
+    }
+    for (what, target) in [
+        ("dev-ap", cluster("dev-ap")),
+        ("unknown", cluster("nowhere")),
+        ("no scope label", selector(&[("zone", "eu")])),
+        ("whole fleet", selector(&[])),
+    ] {
+        let err = schedules
+            .create_schedule(bearer(create("nope", target), &operator))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::PermissionDenied, "{what}: {err:?}");
+    }
+    assert_eq!(messages(&a.stack.js, streams::CONTROL).await?, 2);
+    let theirs = schedules
+        .create_schedule(bearer(create("dev-nightly", cluster("dev-ap")), &fleet))
+        .await?
+        .into_inner()
+        .schedule_id;
+
+    let list = |token: &str| bearer(ListSchedulesRequest {}, token);
+    canopy_testkit::eventually(WAIT, "the three schedules", || {
+        let mut schedules = schedules.clone();
+        let request = list(&fleet);
+        async move {
+            let n = schedules.list_schedules(request).await?.into_inner();
+            Ok((n.schedules.len() == 3).then_some(()))
+        }
+    })
+    .await?;
+    let seen = schedules
+        .list_schedules(list(&operator))
+        .await?
+        .into_inner()
+        .schedules;
+    assert_eq!(
+        seen.into_iter().map(|s| s.schedule_id).collect::<Vec<_>>(),
+        mine
+    );
+
+    let delete = |id: &str| {
+        bearer(
+            DeleteScheduleRequest {
+                schedule_id: id.to_owned(),
+            },
+            &operator,
+        )
+    };
+    let before = messages(&a.stack.js, streams::CONTROL).await?;
+    for id in [theirs.as_str(), "no-such-schedule"] {
+        let err = schedules.delete_schedule(delete(id)).await.unwrap_err();
+        assert_eq!(err.code(), Code::PermissionDenied, "{id}: {err:?}");
+        assert!(err.message().contains(id), "{err:?}");
+    }
+    assert_eq!(messages(&a.stack.js, streams::CONTROL).await?, before);
+    schedules.delete_schedule(delete(&mine[0])).await?;
+    assert_eq!(messages(&a.stack.js, streams::CONTROL).await?, before + 1);
+    Ok(())
+}
