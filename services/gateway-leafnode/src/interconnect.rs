@@ -137,10 +137,13 @@ struct Shared {
 
 impl Shared {
     fn registry(&self) -> std::sync::MutexGuard<'_, Registry> {
-        self.registry
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        locked(&self.registry)
     }
+}
+
+/// Locks `m`, also after a panic elsewhere held it (the state stays usable).
+fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Replays `canopy.ctl.interconnect.>` from the start, then follows it.
@@ -193,11 +196,7 @@ async fn follow(
                 let at = env.occurred_at.as_ref().map_or(0, |t| t.seconds);
                 if let Some(body) = &env.body {
                     if let Body::InterconnectRequested(r) = body {
-                        shared
-                            .recorded
-                            .lock()
-                            .unwrap_or_else(std::sync::PoisonError::into_inner)
-                            .remove(&r.request_id);
+                        locked(&shared.recorded).remove(&r.request_id);
                     }
                     let change = shared.registry().apply(&env.cluster_id, body, at);
                     if caught_up {
@@ -347,11 +346,7 @@ async fn reconcile(shared: &Shared) {
     let _one_at_a_time = shared.reconciling.lock().await;
     let (wanted, revoked) = {
         let r = shared.registry();
-        let dialed = shared
-            .dialed
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone();
+        let dialed = locked(&shared.dialed).clone();
         let mut wanted: BTreeMap<String, bool> = r
             .approved()
             .filter(|a| !a.seed_dials() || dialed.contains(&(a.cluster.clone(), a.id().to_owned())))
@@ -378,11 +373,7 @@ async fn reconcile(shared: &Shared) {
             "FLEET_EVENTS sources not reconciled"
         );
     }
-    *shared
-        .seed
-        .watched
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner) = wanted;
+    *locked(&shared.seed.watched) = wanted;
     shared.dialer_wake.notify_one();
 }
 
@@ -444,10 +435,7 @@ async fn await_dialed(
     let deadline = tokio::time::Instant::now() + DIAL_WAIT;
     loop {
         let missing: Vec<&crate::dialer::Wanted> = {
-            let dialed = shared
-                .dialed
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let dialed = locked(&shared.dialed);
             wanted
                 .iter()
                 .filter(|w| !dialed.contains(&(w.cluster.clone(), w.request_id.clone())))
@@ -464,10 +452,7 @@ async fn await_dialed(
                     .collect();
                 if !new.is_empty() {
                     {
-                        let mut dialed = shared
-                            .dialed
-                            .lock()
-                            .unwrap_or_else(std::sync::PoisonError::into_inner);
+                        let mut dialed = locked(&shared.dialed);
                         for w in &new {
                             info!(cluster = %w.cluster, "the dialer holds the leaf: sourcing its events");
                             dialed.insert((w.cluster.clone(), w.request_id.clone()));
@@ -491,11 +476,7 @@ async fn await_dialed(
 
 /// The links the dialer should hold: approved seed-dialed requests whose leaf sent its JWT.
 fn dialer_wanted(shared: &Shared) -> Vec<crate::dialer::Wanted> {
-    let jwts = shared
-        .dial_jwts
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .clone();
+    let jwts = locked(&shared.dial_jwts).clone();
     shared
         .registry()
         .approved()
@@ -538,10 +519,7 @@ async fn push_revocations(shared: &Shared) {
         }
     }
     let iat = {
-        let mut last = shared
-            .last_iat
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut last = locked(&shared.last_iat);
         let now = now_s().max(*last + 1);
         *last = now;
         now
@@ -697,11 +675,7 @@ async fn answer(
     let decided = shared.registry().answer(cluster, &request);
     match decided {
         Answer::Record => {
-            let first = shared
-                .recorded
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .insert(request.request_id.clone());
+            let first = locked(&shared.recorded).insert(request.request_id.clone());
             if first {
                 let env = envelope::new(
                     &cluster_id,
@@ -709,11 +683,7 @@ async fn answer(
                     Body::InterconnectRequested(request.clone()),
                 );
                 if let Err(e) = canopy_kit::publish::publish(&shared.js, &env).await {
-                    shared
-                        .recorded
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner)
-                        .remove(&request.request_id);
+                    locked(&shared.recorded).remove(&request.request_id);
                     warn!(%cluster, error = format!("{e:#}"), "interconnect request not recorded");
                     return invalid("the seed could not record the request; ask again");
                 }
@@ -791,10 +761,7 @@ fn dial_approval(
         match check_leaf_signed(&request.seed_user_jwt, &key) {
             Ok(()) => {
                 let changed = {
-                    let mut jwts = shared
-                        .dial_jwts
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    let mut jwts = locked(&shared.dial_jwts);
                     let entry = (r.id().to_owned(), request.seed_user_jwt.clone());
                     jwts.insert(r.cluster.clone(), entry.clone()) != Some(entry)
                 };

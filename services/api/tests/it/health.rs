@@ -52,14 +52,6 @@ async fn serves_health_and_reflection() -> anyhow::Result<()> {
         SCHEDULES,
         HEALTH,
         TRAIL,
-        "",
-        FLEET,
-        EVENTS,
-        FINDINGS,
-        POLICY,
-        COMMANDS,
-        SCHEDULES,
-        HEALTH,
         INTERCONNECTS,
     ] {
         assert_eventually!(
