@@ -227,10 +227,43 @@ pub struct Report {
     pub cpu: usize,
     pub rounds: u32,
     pub target_objects_per_s: f64,
+    /// How busy the machine was: the measured process has its CPU, but shares caches, memory
+    /// bandwidth and (with SMT) execution units with whatever else runs.
+    pub machine: Machine,
     pub runs: Vec<LayoutRun>,
     /// Per format: highest ÷ lowest peak memory across the layouts.
     pub memory_spread: Vec<MemorySpread>,
     pub comparison: Comparison,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Machine {
+    pub cpus: usize,
+    /// One-minute load average (`/proc/loadavg`) before the first and after the last run;
+    /// `None` where the system does not report it.
+    pub load_before: Option<f64>,
+    pub load_after: Option<f64>,
+}
+
+impl Machine {
+    /// Busy enough that the figures are lower than the tool can do: more runnable work than
+    /// one CPU besides the measured process.
+    fn busy(&self) -> bool {
+        self.load_before
+            .into_iter()
+            .chain(self.load_after)
+            .any(|l| l > 1.5)
+    }
+}
+
+/// The one-minute load average, from `/proc/loadavg`.
+fn load_average() -> Option<f64> {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -443,6 +476,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
     };
 
+    let load_before = load_average();
     note(&format!("generating {n} objects"));
     let objects: Vec<serde_json::Value> = (0..n).map(canopy_audit::generate::object).collect();
 
@@ -572,6 +606,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         cpu: args.cpu,
         rounds: args.rounds,
         target_objects_per_s: TARGET_OBJECTS_PER_S,
+        machine: Machine {
+            cpus: std::thread::available_parallelism().map_or(1, usize::from),
+            load_before,
+            load_after: load_average(),
+        },
         runs,
         memory_spread,
         comparison,
@@ -638,6 +677,19 @@ fn print_text(r: &Report) {
             }
         );
     }
+    let m = &r.machine;
+    let load = |l: Option<f64>| l.map_or_else(|| "unknown".to_owned(), |l| format!("{l:.2}"));
+    println!(
+        "  machine: {} CPUs, load average {} before and {} after the runs{}",
+        m.cpus,
+        load(m.load_before),
+        load(m.load_after),
+        if m.busy() {
+            " (busy: other work ran beside the measurement and may have lowered these figures)"
+        } else {
+            ""
+        }
+    );
     for m in &r.memory_spread {
         println!(
             "  peak memory across the {} layouts: highest / lowest = {:.2}",
@@ -683,6 +735,20 @@ fn print_text(r: &Report) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_machine_is_busy_when_more_than_the_measured_process_runs() {
+        let m = |before, after| Machine {
+            cpus: 2,
+            load_before: before,
+            load_after: after,
+        };
+        assert!(!m(Some(0.4), Some(1.1)).busy());
+        assert!(m(Some(0.4), Some(2.3)).busy());
+        assert!(m(Some(6.0), None).busy());
+        assert!(!m(None, None).busy());
+        assert!(load_average().is_some_and(|l| l >= 0.0));
+    }
 
     #[test]
     fn medians() {
