@@ -92,8 +92,11 @@ async fn run_seed(
         streams::ensure(js, &stream).await?;
     }
     reconcile_sources(js, &cfg.leaves, &[]).await?;
-    let watched: Arc<Mutex<BTreeMap<String, bool>>> = Arc::new(Mutex::new(
-        cfg.leaves.iter().map(|c| (c.to_string(), false)).collect(),
+    let watched: Arc<Mutex<BTreeMap<String, crate::links::Route>>> = Arc::new(Mutex::new(
+        cfg.leaves
+            .iter()
+            .map(|c| (c.to_string(), crate::links::Route::leaf_dials()))
+            .collect(),
     ));
     let (ready_tx, mut ready_rx) = tokio::sync::watch::channel(false);
     let interconnects = match &cfg.signing_keys {
@@ -268,8 +271,8 @@ struct LinkWatch {
     every: Duration,
     /// The seed nats-server's monitoring address, for `/leafz`.
     leafz: Option<SocketAddr>,
-    /// Clusters to watch → whether the link goes through a trunk (then only its source tells).
-    leaves: Arc<Mutex<BTreeMap<String, bool>>>,
+    /// Clusters to watch → how each link is made.
+    leaves: Arc<Mutex<BTreeMap<String, crate::links::Route>>>,
     debounce: crate::links::Debounce,
 }
 
@@ -295,18 +298,18 @@ async fn monitor_links(
         }
         observed.clear();
         sources(&client, max_silence, &mut last, &mut observed).await;
+        let leaves = watch
+            .leaves
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
         if let Some(addr) = watch.leafz {
             match crate::links::connected_leaves(addr).await {
                 Ok(connected) => {
-                    let leaves = watch
-                        .leaves
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner)
-                        .clone();
-                    for (cluster, via_trunk) in leaves {
-                        if !via_trunk {
-                            let up = connected.contains(&cluster);
-                            observed.insert(cluster, up);
+                    for (cluster, route) in &leaves {
+                        if !route.relayed() {
+                            let up = connected.contains(cluster);
+                            observed.insert(cluster.clone(), up);
                         }
                     }
                 }
@@ -322,7 +325,7 @@ async fn monitor_links(
         let now_ms = chrono_now_ms();
         for (cluster, up) in &observed {
             if let Some(change) = watch.debounce.observe(cluster, *up, now_ms)
-                && let Err(e) = crate::links::publish(&js, &change).await
+                && let Err(e) = crate::links::publish(&js, &change, leaves.get(cluster)).await
             {
                 warn!(error = format!("{e:#}"), %cluster, "link event not published");
             }

@@ -53,9 +53,8 @@ pub struct Seed {
     pub resolvers: Vec<(String, async_nats::Client)>,
     /// Clusters sourced without an interconnect (`--leaf`).
     pub static_leaves: Vec<ClusterId>,
-    /// Clusters the link monitor watches, and whether each goes through a relay (a trunk or
-    /// the dialer: then only its source tells whether it is up).
-    pub watched: Arc<Mutex<BTreeMap<String, bool>>>,
+    /// Clusters the link monitor watches, and how each link is made.
+    pub watched: Arc<Mutex<BTreeMap<String, crate::links::Route>>>,
     /// The seed's dialer, when this seed dials leaves that ask for it.
     pub dialer: Option<crate::dialer::Dialer>,
 }
@@ -347,14 +346,26 @@ async fn reconcile(shared: &Shared) {
     let (wanted, revoked) = {
         let r = shared.registry();
         let dialed = locked(&shared.dialed).clone();
-        let mut wanted: BTreeMap<String, bool> = r
+        let mut wanted: BTreeMap<String, crate::links::Route> = r
             .approved()
             .filter(|a| !a.seed_dials() || dialed.contains(&(a.cluster.clone(), a.id().to_owned())))
-            .map(|a| (a.cluster.clone(), a.trunk().is_some() || a.seed_dials()))
+            .map(|a| {
+                let route = crate::links::Route {
+                    direction: if a.seed_dials() {
+                        LinkDirection::SeedDials
+                    } else {
+                        LinkDirection::LeafDials
+                    },
+                    via: a.trunk().unwrap_or_default().to_owned(),
+                };
+                (a.cluster.clone(), route)
+            })
             .collect();
         for c in &shared.seed.static_leaves {
             if !r.is_revoked(c.as_str()) {
-                wanted.entry(c.to_string()).or_insert(false);
+                wanted
+                    .entry(c.to_string())
+                    .or_insert_with(crate::links::Route::leaf_dials);
             }
         }
         let revoked: Vec<ClusterId> = r

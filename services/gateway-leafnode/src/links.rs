@@ -19,6 +19,30 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 use tracing::{info, warn};
 
+/// How a watched cluster's link is made: who dials, and the trunk it goes through.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    pub direction: LinkDirection,
+    /// The trunk's name; empty for a direct link (the seed's own dialer counts as direct).
+    pub via: String,
+}
+
+impl Route {
+    /// A leaf that dials the seed itself (also a statically configured `--leaf`).
+    pub fn leaf_dials() -> Self {
+        Self {
+            direction: LinkDirection::LeafDials,
+            via: String::new(),
+        }
+    }
+
+    /// Whether the seed's nats-server does not hold the leaf's connection itself (a trunk or
+    /// the dialer relays it): then only the cluster's FLEET_EVENTS source tells whether it is up.
+    pub fn relayed(&self) -> bool {
+        !self.via.is_empty() || self.direction == LinkDirection::SeedDials
+    }
+}
+
 /// Commits a link state after `after` equal observations in a row.
 #[derive(Debug)]
 pub struct Debounce {
@@ -148,16 +172,21 @@ pub fn monitor_addr(url: &str) -> anyhow::Result<SocketAddr> {
         .with_context(|| format!("--monitor-url {url:?} must be http://IP:PORT"))
 }
 
-/// Publishes the change on CONTROL.
+/// Publishes the change on CONTROL; `route` fills in how an established link is made (`None`:
+/// the cluster is no longer watched, so it is not known).
 ///
 /// # Errors
 /// When the cluster id is invalid or CONTROL does not store the event.
-pub async fn publish(js: &jetstream::Context, change: &Change) -> anyhow::Result<()> {
+pub async fn publish(
+    js: &jetstream::Context,
+    change: &Change,
+    route: Option<&Route>,
+) -> anyhow::Result<()> {
     let cluster = ClusterId::parse(&change.cluster).map_err(|e| anyhow::anyhow!("{e}"))?;
     let body = if change.up {
         Body::LinkEstablished(LinkEstablished {
-            direction: LinkDirection::Unspecified as i32,
-            via: String::new(),
+            direction: route.map_or(LinkDirection::Unspecified, |r| r.direction) as i32,
+            via: route.map(|r| r.via.clone()).unwrap_or_default(),
         })
     } else {
         Body::LinkLost(LinkLost {
@@ -173,7 +202,12 @@ pub async fn publish(js: &jetstream::Context, change: &Change) -> anyhow::Result
         .await
         .context("failed to publish the link event")?;
     if change.up {
-        info!(cluster = %change.cluster, "link established");
+        info!(
+            cluster = %change.cluster,
+            direction = route.map_or("unknown", |r| r.direction.as_str_name()),
+            via = route.map_or("", |r| r.via.as_str()),
+            "link established"
+        );
     } else {
         warn!(cluster = %change.cluster, "link lost");
     }
@@ -183,6 +217,21 @@ pub async fn publish(js: &jetstream::Context, change: &Change) -> anyhow::Result
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_leaf_dialing_the_seed_directly_is_seen_in_leafz() {
+        assert!(!Route::leaf_dials().relayed());
+        let trunked = Route {
+            direction: LinkDirection::LeafDials,
+            via: "trunk-eu".into(),
+        };
+        assert!(trunked.relayed());
+        let dialed = Route {
+            direction: LinkDirection::SeedDials,
+            via: String::new(),
+        };
+        assert!(dialed.relayed());
+    }
 
     #[test]
     fn commits_only_after_a_streak_and_ignores_flaps() {

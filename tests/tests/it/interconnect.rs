@@ -8,7 +8,9 @@ use std::time::Duration;
 use anyhow::Context as _;
 use canopy_auth::nats::jwt;
 use canopy_e2e::{LeafSpec, Stack, StackOptions, stream_events};
-use canopy_kit::proto::event::v1::{ClusterRevoked, InterconnectRejected, envelope::Body};
+use canopy_kit::proto::event::v1::{
+    ClusterRevoked, InterconnectRejected, LinkDirection, LinkEstablished, envelope::Body,
+};
 use canopy_kit::subject::ClusterId;
 use canopy_testkit::{Fixture, wait_until};
 
@@ -169,12 +171,10 @@ async fn a_leaf_links_only_once_approved_a_rejected_one_never_and_a_revoked_one_
         claims.nats.allowed_connection_types,
         vec!["LEAFNODE".to_owned()]
     );
-    // The seed's gateway reports the link.
-    wait_until(LONG, "LinkEstablished of prod-eu", || async {
-        let links = stream_events(&js, "CONTROL", "canopy.ctl.link.established").await?;
-        Ok(links.iter().any(|e| e.cluster_id == "prod-eu"))
-    })
-    .await?;
+    // The seed's gateway reports the link, and how it is made.
+    let link = link_established(&js, "prod-eu").await?;
+    assert_eq!(link.direction(), LinkDirection::LeafDials);
+    assert_eq!(link.via, "");
 
     // Rejected: staging-us is told so and never links.
     publish_control(
@@ -243,9 +243,27 @@ async fn leaves_link_through_a_trunk_and_a_revocation_reaches_the_trunk() -> any
         || async { Ok(fleet_events_of(&stack, "prod-eu").await? > 0) },
     )
     .await?;
+    let link = link_established(&js, "prod-eu").await?;
+    assert_eq!(link.direction(), LinkDirection::LeafDials);
+    assert_eq!(link.via, "trunk-eu");
 
     revoke_and_wait_unlinked(&stack, "prod-eu").await?;
     stack.shutdown().await
+}
+
+/// The first `LinkEstablished` the seed's gateway published for `cluster`, once there is one.
+async fn link_established(
+    js: &async_nats::jetstream::Context,
+    cluster: &str,
+) -> anyhow::Result<LinkEstablished> {
+    canopy_testkit::eventually(LONG, &format!("LinkEstablished of {cluster}"), || async {
+        let links = stream_events(js, "CONTROL", "canopy.ctl.link.established").await?;
+        Ok(links.into_iter().find_map(|e| match e.body {
+            Some(Body::LinkEstablished(l)) if e.cluster_id == cluster => Some(l),
+            _ => None,
+        }))
+    })
+    .await
 }
 
 /// The claims of the account `account` as the seed's resolver holds them.
@@ -269,7 +287,6 @@ async fn account_on_seed(stack: &Stack, account: &str) -> anyhow::Result<serde_j
 #[tokio::test]
 async fn the_seed_dials_a_leaf_that_asks_for_it_and_holds_it_to_its_own_subjects()
 -> anyhow::Result<()> {
-    use canopy_kit::proto::event::v1::LinkDirection;
     use canopy_proto::api::v1::{
         self as api, CommandStatus, command_service_client::CommandServiceClient,
     };
@@ -344,11 +361,9 @@ async fn the_seed_dials_a_leaf_that_asks_for_it_and_holds_it_to_its_own_subjects
         Ok(fleet_events_of(&stack, "dev-ap").await? > 0)
     })
     .await?;
-    wait_until(LONG, "LinkEstablished of dev-ap", || async {
-        let links = stream_events(&js, "CONTROL", "canopy.ctl.link.established").await?;
-        Ok(links.iter().any(|e| e.cluster_id == "dev-ap"))
-    })
-    .await?;
+    let link = link_established(&js, "dev-ap").await?;
+    assert_eq!(link.direction(), LinkDirection::SeedDials);
+    assert_eq!(link.via, "", "the seed's own dialer is a direct link");
     let commands = CommandServiceClient::connect(stack.api_url()).await?;
     let command_id = canopy_testkit::eventually(LONG, "an audit command accepted", || {
         let mut commands = commands.clone();
