@@ -11,6 +11,8 @@
 //!
 //! Each cluster's approved request is also kept in the key-value bucket `canopy-interconnects`
 //! and restored before CONTROL is replayed, so that an approval outlives CONTROL's retention.
+//! For a seed-dialed cluster the record also holds the newest JWT its leaf signed for the
+//! dialer, so that a restarted seed whose dial dir is gone dials the leaf again at once.
 //!
 //! A leaf may instead ask to be dialed (seed-dials): then the approval names the key of the
 //! user the seed's dialer will connect with, the leaf signs a JWT for it in its own account and
@@ -77,12 +79,13 @@ pub async fn run(
     let snapshot = snapshot_bucket(&js).await?;
     let mut registry = Registry::default();
     let restored = restore(&snapshot, &mut registry).await?;
-    if restored > 0 {
+    if !restored.is_empty() {
         info!(
-            restored,
+            restored = restored.len(),
             "approvals restored from the bucket {SNAPSHOT_BUCKET}"
         );
     }
+    let dial_jwts = restored_dial_jwts(&seed, restored);
     let shared = Arc::new(Shared {
         registry: Mutex::new(registry),
         snapshot,
@@ -91,7 +94,7 @@ pub async fn run(
         js: js.clone(),
         last_iat: Mutex::new(0),
         recorded: Mutex::new(BTreeSet::new()),
-        dial_jwts: Mutex::new(BTreeMap::new()),
+        dial_jwts: Mutex::new(dial_jwts),
         dialed: Mutex::new(BTreeSet::new()),
         reconciling: tokio::sync::Mutex::new(()),
         dialer_wake: tokio::sync::Notify::new(),
@@ -241,7 +244,7 @@ async fn on_change(shared: &Shared, change: Change) {
         Change::Approved(r) => {
             info!(cluster = %r.cluster, request_id = %r.id(), trunk = r.trunk().unwrap_or("-"),
                 "interconnect approved; the leaf gets its link credentials on its next request");
-            if let Err(e) = keep_approval(&shared.snapshot, &r).await {
+            if let Err(e) = keep_approval(&shared.snapshot, &r, None).await {
                 error!(cluster = %r.cluster, error = format!("{e:#}"), "approval not kept in the bucket");
             }
             reconcile(shared).await;
@@ -277,13 +280,16 @@ async fn snapshot_bucket(js: &jetstream::Context) -> anyhow::Result<kv::Store> {
     }
 }
 
-/// Loads every kept approval into `registry`; returns how many.
-async fn restore(store: &kv::Store, registry: &mut Registry) -> anyhow::Result<usize> {
+/// Loads every kept approval into `registry`; returns them.
+async fn restore(
+    store: &kv::Store,
+    registry: &mut Registry,
+) -> anyhow::Result<Vec<ApprovedInterconnect>> {
     let mut keys = store
         .keys()
         .await
         .with_context(|| format!("failed to list the bucket {SNAPSHOT_BUCKET}"))?;
-    let mut n = 0;
+    let mut restored = Vec::new();
     while let Some(key) = keys.next().await {
         let key = key.with_context(|| format!("failed to list the bucket {SNAPSHOT_BUCKET}"))?;
         let Some(value) = store
@@ -294,26 +300,77 @@ async fn restore(store: &kv::Store, registry: &mut Registry) -> anyhow::Result<u
             continue;
         };
         match ApprovedInterconnect::decode(value.as_ref()) {
-            Ok(ApprovedInterconnect {
-                cluster_id,
-                request: Some(request),
-            }) if cluster_id == key => {
-                registry.restore(&cluster_id, request);
-                n += 1;
+            Ok(
+                kept @ ApprovedInterconnect {
+                    request: Some(_), ..
+                },
+            ) if kept.cluster_id == key => {
+                if let Some(request) = &kept.request {
+                    registry.restore(&kept.cluster_id, request.clone());
+                }
+                restored.push(kept);
             }
             _ => warn!(%key, "unreadable approval in {SNAPSHOT_BUCKET} ignored"),
         }
     }
-    Ok(n)
+    Ok(restored)
 }
 
-async fn keep_approval(store: &kv::Store, r: &interconnect::Request) -> anyhow::Result<()> {
+/// The dialer JWTs of the restored seed-dialed approvals that are still valid for the key the
+/// seed derives for their request: cluster → (request id, JWT).
+fn restored_dial_jwts(
+    seed: &Seed,
+    restored: Vec<ApprovedInterconnect>,
+) -> BTreeMap<String, (String, String)> {
+    let mut out = BTreeMap::new();
+    for kept in restored {
+        let Some(request) = kept.request else {
+            continue;
+        };
+        if kept.dial_jwt.is_empty() || request.direction != LinkDirection::SeedDials as i32 {
+            continue;
+        }
+        let fits = seed
+            .signer
+            .dialer_keys(&kept.cluster_id, &request.request_id)
+            .map_err(|e| format!("{e:#}"))
+            .and_then(|keys| check_leaf_signed(&kept.dial_jwt, &keys.leaf_user.public_key()));
+        match fits {
+            Ok(()) => {
+                out.insert(kept.cluster_id, (request.request_id, kept.dial_jwt));
+            }
+            Err(reason) => {
+                info!(cluster = %kept.cluster_id, %reason, "kept dialer JWT not used: the leaf sends a new one");
+            }
+        }
+    }
+    out
+}
+
+/// Keeps `r` as its cluster's approval, with `dial_jwt` when given, else with the JWT already
+/// kept for the same request.
+async fn keep_approval(
+    store: &kv::Store,
+    r: &interconnect::Request,
+    dial_jwt: Option<&str>,
+) -> anyhow::Result<()> {
+    let current = store.get(&r.cluster).await?;
+    let dial_jwt = match dial_jwt {
+        Some(jwt) => jwt.to_owned(),
+        None => current
+            .as_deref()
+            .and_then(|v| ApprovedInterconnect::decode(v).ok())
+            .filter(|kept| kept.request.as_ref() == Some(&r.body))
+            .map(|kept| kept.dial_jwt)
+            .unwrap_or_default(),
+    };
     let value = ApprovedInterconnect {
         cluster_id: r.cluster.clone(),
         request: Some(r.body.clone()),
+        dial_jwt,
     }
     .encode_to_vec();
-    if store.get(&r.cluster).await?.as_deref() != Some(value.as_slice()) {
+    if current.as_deref() != Some(value.as_slice()) {
         store.put(&r.cluster, value.into()).await?;
     }
     Ok(())
@@ -323,7 +380,7 @@ async fn keep_approval(store: &kv::Store, r: &interconnect::Request) -> anyhow::
 async fn sync_snapshot(shared: &Shared) -> anyhow::Result<()> {
     let approved: Vec<interconnect::Request> = shared.registry().approved().cloned().collect();
     for r in &approved {
-        keep_approval(&shared.snapshot, r).await?;
+        keep_approval(&shared.snapshot, r, None).await?;
     }
     let mut keys = shared.snapshot.keys().await?;
     let mut stale = Vec::new();
@@ -405,6 +462,8 @@ async fn dial_loop(
         }
     }
     let mut applied = crate::dialer::Applied::default();
+    // Cluster → (request id, JWT) as kept in the approvals bucket by this loop.
+    let mut kept: BTreeMap<String, (String, String)> = locked(&shared.dial_jwts).clone();
     let mut tick = tokio::time::interval(DIALER_CHECK);
     loop {
         tokio::select! {
@@ -428,7 +487,37 @@ async fn dial_loop(
             );
             continue;
         }
+        keep_dial_jwts(&shared, &wanted, &mut kept).await;
         await_dialed(&shared, dialer, &wanted, &shutdown).await;
+    }
+}
+
+/// Keeps the newest JWT of each dialed leaf with its approval, so that a seed whose dialer lost
+/// its files dials it again at once.
+async fn keep_dial_jwts(
+    shared: &Shared,
+    wanted: &[crate::dialer::Wanted],
+    kept: &mut BTreeMap<String, (String, String)>,
+) {
+    for w in wanted {
+        let entry = (w.request_id.clone(), w.leaf_jwt.clone());
+        if kept.get(&w.cluster) == Some(&entry) {
+            continue;
+        }
+        let approved = shared
+            .registry()
+            .approved()
+            .find(|a| a.cluster == w.cluster && a.id() == w.request_id)
+            .cloned();
+        let Some(r) = approved else { continue };
+        match keep_approval(&shared.snapshot, &r, Some(&w.leaf_jwt)).await {
+            Ok(()) => {
+                kept.insert(w.cluster.clone(), entry);
+            }
+            Err(e) => {
+                warn!(cluster = %w.cluster, error = format!("{e:#}"), "dialer JWT not kept; trying again");
+            }
+        }
     }
 }
 

@@ -528,3 +528,79 @@ async fn an_approval_outlives_the_interconnect_events_on_control() -> anyhow::Re
     .await?;
     stack.shutdown().await
 }
+
+#[tokio::test]
+async fn a_restarted_seed_dials_its_leaf_again_from_the_kept_approval() -> anyhow::Result<()> {
+    use canopy_kit::proto::event::v1::ApprovedInterconnect;
+    use prost::Message as _;
+
+    let mut stack = Stack::start(StackOptions::new(vec![
+        LeafSpec::new("dev-ap", Fixture::load("dev-ap")?).seed_dialed(),
+    ]))
+    .await?;
+    let js = canopy_kit::nats::jetstream(stack.seed.connect().await?, None);
+    let kv = js.get_key_value("canopy-interconnects").await?;
+    // The approval is kept with the JWT the leaf signed for the dialer.
+    let kept = canopy_testkit::eventually(LONG, "the dialer JWT kept with the approval", || {
+        let kv = kv.clone();
+        async move {
+            let Some(v) = kv.get("dev-ap").await? else {
+                return Ok(None);
+            };
+            let kept = ApprovedInterconnect::decode(v.as_ref())?;
+            Ok(Some(kept).filter(|k| !k.dial_jwt.is_empty()))
+        }
+    })
+    .await?;
+    let request = kept.request.context("no request kept")?;
+    assert_eq!(request.direction(), LinkDirection::SeedDials);
+    let claims: jwt::Claims<serde_json::Value> = jwt::decode(&kept.dial_jwt)?;
+    assert_eq!(claims.nats["allowed_connection_types"][0], "LEAFNODE");
+
+    // The leaf's gateway is down: the leaf asks nothing while the seed side restarts as a new
+    // pod would, its dialer with an empty dial dir (no remotes, no credentials).
+    let leaf = stack
+        .leaves
+        .iter_mut()
+        .find(|l| l.cluster == "dev-ap")
+        .context("no dev-ap")?;
+    leaf.gateway.stop().await?;
+    stack.gateway.stop().await?;
+    let before = fleet_events_of(&stack, "dev-ap").await?;
+    let dialer = stack.dialer.as_mut().context("no dialer")?;
+    dialer.stop().await?;
+    let dial_dir = stack.dir.join("nats-conf").join("dialer").join("dial");
+    std::fs::remove_dir_all(&dial_dir)?;
+    std::fs::create_dir_all(&dial_dir)?;
+    std::fs::write(
+        dial_dir.join("remotes.conf"),
+        canopy_auth::nats::dialer_remotes_conf(&[]),
+    )?;
+    dialer.start().await?;
+    assert!(!linked(&stack, "dev-ap").await?);
+    stack.gateway.start().await?;
+    // The seed's gateway dials the leaf again from what it kept.
+    wait_until(LONG, "the dialer holds dev-ap again", || async {
+        linked(&stack, "dev-ap").await
+    })
+    .await?;
+    assert!(dial_dir.join("dev-ap.leaf.creds").is_file());
+    // And the leaf's events flow again (the agent kept publishing to its own EVENTS).
+    wait_until(
+        LONG,
+        "dev-ap's events sourced after the restart",
+        || async {
+            Ok(sourced(&stack, "dev-ap").await?
+                && fleet_events_of(&stack, "dev-ap").await? > before)
+        },
+    )
+    .await?;
+
+    let leaf = stack
+        .leaves
+        .iter_mut()
+        .find(|l| l.cluster == "dev-ap")
+        .context("no dev-ap")?;
+    leaf.gateway.start().await?;
+    stack.shutdown().await
+}
