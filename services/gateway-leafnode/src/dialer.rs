@@ -299,6 +299,7 @@ mod tests {
                 jwt::UserClaims {
                     permissions: jwt::Permissions::default(),
                     allowed_connection_types: Vec::new(),
+                    src: Vec::new(),
                     subs: -1,
                     data: -1,
                     payload: -1,

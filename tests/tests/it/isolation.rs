@@ -382,6 +382,87 @@ async fn revoked_and_expired_credentials_are_refused() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What a server answers to the user of `creds` connecting from the local address `from`: the
+/// NATS handshake by hand (async-nats cannot choose its source address). `Ok(())` once the
+/// server answers PONG, else the server's error line.
+async fn handshake_from(
+    from: std::net::IpAddr,
+    server: std::net::SocketAddr,
+    creds: &Path,
+) -> anyhow::Result<Result<(), String>> {
+    use base64::Engine as _;
+    use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
+
+    let (jwt, seed) = canopy_auth::nats::jwt::parse_creds(&std::fs::read_to_string(creds)?)?;
+    let key = nkeys::KeyPair::from_seed(&seed)?;
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind(std::net::SocketAddr::new(from, 0))?;
+    let stream = socket.connect(server).await?;
+    let (read, mut write) = stream.into_split();
+    let mut lines = BufReader::new(read).lines();
+    let info = tokio::time::timeout(WAIT, lines.next_line())
+        .await??
+        .context("no INFO")?;
+    let info: serde_json::Value = serde_json::from_str(
+        info.strip_prefix("INFO ")
+            .with_context(|| format!("not INFO: {info}"))?,
+    )?;
+    let nonce = info["nonce"].as_str().context("no nonce")?;
+    let sig = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key.sign(nonce.as_bytes())?);
+    let connect = serde_json::json!({
+        "jwt": jwt, "sig": sig, "verbose": false, "pedantic": false, "protocol": 1,
+        "name": "handshake", "lang": "rust", "version": "0",
+    });
+    write
+        .write_all(format!("CONNECT {connect}\r\nPING\r\n").as_bytes())
+        .await?;
+    loop {
+        let line = tokio::time::timeout(WAIT, lines.next_line()).await??;
+        match line.as_deref() {
+            Some("PONG") => return Ok(Ok(())),
+            Some(l) if l.starts_with("-ERR") => return Ok(Err(l.to_owned())),
+            Some(_) => {}
+            None => return Ok(Err("closed".to_owned())),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_leaf_system_user_connects_from_its_own_pod_only() -> anyhow::Result<()> {
+    let m = mesh().await?;
+    let leaf_sys = m.layout.leaf_creds("a", "gateway-sys");
+    let seed_sys = m.layout.seed_creds("gateway-sys");
+    let loopback: std::net::IpAddr = "127.0.0.1".parse()?;
+    // Another address of this host, as a connection from elsewhere would have.
+    let elsewhere: std::net::IpAddr = "127.0.0.2".parse()?;
+    let leaf_addr: std::net::SocketAddr = m.a.client_url().trim_start_matches("nats://").parse()?;
+    let seed_addr: std::net::SocketAddr =
+        m.seed.client_url().trim_start_matches("nats://").parse()?;
+
+    // Beside its own nats-server, as the leaf's gateway runs: accepted.
+    assert_eq!(
+        handshake_from(loopback, leaf_addr, &leaf_sys).await?,
+        Ok(())
+    );
+    // The same system user is valid on every server of the operator, yet the seed refuses it
+    // from anywhere but its own loopback; so does the leaf.
+    let refused = handshake_from(elsewhere, seed_addr, &leaf_sys).await?;
+    assert!(
+        refused
+            .as_ref()
+            .is_err_and(|e| e.to_ascii_lowercase().contains("authorization")),
+        "{refused:?}"
+    );
+    let refused = handshake_from(elsewhere, leaf_addr, &leaf_sys).await?;
+    assert!(refused.is_err(), "{refused:?}");
+    // The seed's own gateway system user is not tied to an address.
+    assert_eq!(
+        handshake_from(elsewhere, seed_addr, &seed_sys).await?,
+        Ok(())
+    );
+    Ok(())
+}
+
 #[tokio::test]
 async fn a_leaf_sources_only_its_own_commands_through_its_link() -> anyhow::Result<()> {
     let m = mesh().await?;

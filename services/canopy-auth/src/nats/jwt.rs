@@ -37,6 +37,9 @@ pub struct UserClaims {
     /// `STANDARD`, `LEAFNODE`, ...; empty allows every kind.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allowed_connection_types: Vec<String>,
+    /// CIDRs the user may connect from; empty allows any address.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub src: Vec<String>,
     pub subs: i64,
     pub data: i64,
     pub payload: i64,

@@ -90,8 +90,26 @@ impl Account {
         connection_types: &[&str],
         exp: Option<i64>,
     ) -> anyhow::Result<Creds> {
+        self.user_from(name, permissions, connection_types, &[], exp)
+    }
+
+    /// Like [`Account::user`], connecting only from the CIDRs `sources` (empty: anywhere).
+    fn user_from(
+        &self,
+        name: &str,
+        permissions: Permissions,
+        connection_types: &[&str],
+        sources: &[&str],
+        exp: Option<i64>,
+    ) -> anyhow::Result<Creds> {
         let user = KeyPair::new_user();
-        let jwt = self.user_jwt(name, &user.public_key(), permissions, connection_types, exp)?;
+        let jwt = self.signed_user_jwt(
+            name,
+            &user.public_key(),
+            permissions,
+            (connection_types, sources),
+            exp,
+        )?;
         Ok(Creds {
             public_key: user.public_key(),
             jwt,
@@ -113,6 +131,24 @@ impl Account {
         connection_types: &[&str],
         exp: Option<i64>,
     ) -> anyhow::Result<String> {
+        self.signed_user_jwt(
+            name,
+            user_public_key,
+            permissions,
+            (connection_types, &[]),
+            exp,
+        )
+    }
+
+    /// A user JWT; `(connection types, source CIDRs)` limit how and from where it connects.
+    fn signed_user_jwt(
+        &self,
+        name: &str,
+        user_public_key: &str,
+        permissions: Permissions,
+        (connection_types, sources): (&[&str], &[&str]),
+        exp: Option<i64>,
+    ) -> anyhow::Result<String> {
         check_user_key(user_public_key)?;
         jwt::encode(
             &self.signing,
@@ -126,6 +162,7 @@ impl Account {
                     .iter()
                     .map(|c| (*c).to_owned())
                     .collect(),
+                src: sources.iter().map(|c| (*c).to_owned()).collect(),
                 subs: -1,
                 data: -1,
                 payload: -1,
@@ -166,10 +203,11 @@ impl Account {
     /// # Errors
     /// When signing fails.
     pub fn table_user(&self, spec: &perms::UserSpec, cluster: &str) -> anyhow::Result<Creds> {
-        self.user(
+        self.user_from(
             spec.name,
             perms::permissions(spec, cluster),
             &[spec.connection],
+            spec.sources,
             None,
         )
     }

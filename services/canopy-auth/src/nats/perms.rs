@@ -34,6 +34,8 @@ pub struct UserSpec {
     pub inbox: &'static str,
     /// `STANDARD` for clients, `LEAFNODE` for links.
     pub connection: &'static str,
+    /// The CIDRs it may connect from (empty: anywhere).
+    pub sources: &'static [&'static str],
     pub publish: &'static [&'static str],
     pub subscribe: &'static [&'static str],
     /// Streams it reads through consumers (and may get single messages from).
@@ -43,6 +45,9 @@ pub struct UserSpec {
     /// What the service does with these rights (README table).
     pub purpose: &'static str,
 }
+
+/// Loopback only: for a user that connects to the nats-server of its own pod.
+pub const LOOPBACK: &[&str] = &["127.0.0.1/32", "::1/128"];
 
 /// The `dial` user's subjects: the `link` user's publish and subscribe lists together.
 const DIAL_SUBJECTS: &[&str] = &[
@@ -86,6 +91,7 @@ pub const USERS: &[UserSpec] = &[
         home: Home::Seed,
         inbox: "canopy-gateway-leafnode",
         connection: "STANDARD",
+        sources: &[],
         publish: &[
             "canopy.ctl.link.>",
             "canopy.ctl.interconnect.requested",
@@ -105,6 +111,7 @@ pub const USERS: &[UserSpec] = &[
         home: Home::SeedSystem,
         inbox: "canopy-gateway-sys",
         connection: "STANDARD",
+        sources: &[],
         publish: &[
             "$SYS.REQ.CLAIMS.UPDATE",
             "$SYS.REQ.SERVER.*.RELOAD",
@@ -122,6 +129,7 @@ pub const USERS: &[UserSpec] = &[
         home: Home::Seed,
         inbox: "canopy-ingestion",
         connection: "STANDARD",
+        sources: &[],
         publish: &["canopy.dlq.ingestion.>"],
         subscribe: &[],
         reads: &[
@@ -139,6 +147,7 @@ pub const USERS: &[UserSpec] = &[
         home: Home::Seed,
         inbox: "canopy-api",
         connection: "STANDARD",
+        sources: &[],
         publish: &[
             "canopy.ctl.policy.>",
             "canopy.ctl.command.requested",
@@ -162,6 +171,7 @@ pub const USERS: &[UserSpec] = &[
         home: Home::Seed,
         inbox: "canopy-cnc",
         connection: "STANDARD",
+        sources: &[],
         publish: &["canopy.cmd.>", "canopy.pol.>", "canopy.ctl.command.>"],
         subscribe: &[],
         reads: &["FLEET_EVENTS", "CONTROL", "COMMANDS", "POLICIES"],
@@ -174,6 +184,7 @@ pub const USERS: &[UserSpec] = &[
         home: Home::Seed,
         inbox: "canopy-doctor",
         connection: "STANDARD",
+        sources: &[],
         publish: &[
             "canopy.ctl.health.>",
             "canopy.ctl.diagnosis.>",
@@ -191,6 +202,7 @@ pub const USERS: &[UserSpec] = &[
         home: Home::Leaf,
         inbox: "canopy-agent",
         connection: "STANDARD",
+        sources: &[],
         publish: &["canopy.evt.{cluster}.>", "$KV.canopy-agent.>"],
         subscribe: &[],
         reads: &["EVENTS", "COMMANDS", "POLICIES", "KV_canopy-agent"],
@@ -204,6 +216,7 @@ pub const USERS: &[UserSpec] = &[
         home: Home::Leaf,
         inbox: "canopy-gateway-leafnode",
         connection: "STANDARD",
+        sources: &[],
         publish: &["canopy.evt.{cluster}.>"],
         subscribe: &[],
         reads: &["EVENTS", "COMMANDS", "POLICIES"],
@@ -215,6 +228,9 @@ pub const USERS: &[UserSpec] = &[
         home: Home::LeafSystem,
         inbox: "canopy-gateway-sys",
         connection: "STANDARD",
+        // A system user valid on every server of the operator: it may connect only from the
+        // leaf's own pod (its gateway runs beside nats-server), not to the seed or a trunk.
+        sources: LOOPBACK,
         publish: &["$SYS.REQ.SERVER.*.RELOAD"],
         subscribe: &[],
         reads: &[],
@@ -226,6 +242,7 @@ pub const USERS: &[UserSpec] = &[
         home: Home::Seed,
         inbox: "*",
         connection: "LEAFNODE",
+        sources: &[],
         publish: &[
             "canopy.deliver.{cluster}.>",
             "$JSC.R.>",
@@ -253,6 +270,7 @@ pub const USERS: &[UserSpec] = &[
         home: Home::Leaf,
         inbox: "*",
         connection: "LEAFNODE",
+        sources: &[],
         // What the link user may send and receive, in both directions: the dialer connects to
         // the leaf but is its hub, and nats-server then applies these lists on the dialer's side
         // without turning them around. The seed's own check is the link user the dialer holds
@@ -269,6 +287,7 @@ pub const USERS: &[UserSpec] = &[
         home: Home::Seed,
         inbox: "*",
         connection: "LEAFNODE",
+        sources: &[],
         publish: &[
             "canopy.deliver.*.>",
             "$JSC.R.>",
@@ -299,6 +318,7 @@ pub const USERS: &[UserSpec] = &[
         home: Home::Seed,
         inbox: "canopy-bootstrap.{cluster}",
         connection: "STANDARD",
+        sources: &[],
         publish: &["canopy.interconnect.request.{cluster}"],
         subscribe: &[],
         reads: &[],
