@@ -12,14 +12,18 @@ use async_nats::jetstream::{
     self, ErrorCode,
     consumer::{DeliverPolicy, pull::OrderedConfig},
     context::GetStreamErrorKind,
-    stream::Stream as JsStream,
+    stream::{LastRawMessageErrorKind, Stream as JsStream},
 };
 use chrono::{DateTime, Utc};
 use futures::{Stream, StreamExt as _};
 use thiserror::Error;
 use tracing::{debug, warn};
 
-use super::{EventLog, EventStream, StoredEvent};
+use canopy_kit::envelope;
+use canopy_kit::proto::event::v1::envelope::Body;
+use canopy_kit::subject::{self, ClusterId};
+
+use super::{EventLog, EventStream, LabelsAt, StoredEvent};
 use crate::domain::{WatchSpec, WatchStart};
 
 #[derive(Debug, Error)]
@@ -132,6 +136,32 @@ impl EventLog for JetStreamLog {
             inner: events,
             _cleanup: cleanup,
         }))
+    }
+
+    async fn last_labels(&self, cluster: &ClusterId) -> Result<Option<LabelsAt>, EventLogError> {
+        let stream = self
+            .js
+            .get_stream_no_info(&self.stream)
+            .await
+            .map_err(|e| EventLogError::nats("open the event stream", e))?;
+        let subject = subject::event(cluster, "agent", "started")
+            .map_err(|e| EventLogError::nats("name the AgentStarted subject", e))?;
+        let m = match stream.get_last_raw_message_by_subject(&subject).await {
+            Ok(m) => m,
+            Err(e) if matches!(e.kind(), LastRawMessageErrorKind::NoMessageFound) => {
+                return Ok(None);
+            }
+            Err(e) => return Err(EventLogError::nats("read a cluster's AgentStarted", e)),
+        };
+        // An AgentStarted that does not decode set no labels in the read model either.
+        Ok(
+            match envelope::decode(&m.subject, &m.payload).map(|e| e.body) {
+                Ok(Some(Body::AgentStarted(s))) => {
+                    Some((m.sequence, s.labels.into_iter().collect()))
+                }
+                _ => None,
+            },
+        )
     }
 
     async fn ping(&self) -> Result<(), EventLogError> {

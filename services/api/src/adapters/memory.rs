@@ -4,9 +4,12 @@ use std::collections::BTreeMap;
 
 use futures::StreamExt as _;
 
+use canopy_kit::proto::event::v1::envelope::Body;
 use canopy_kit::subject::ClusterId;
 
-use super::{EventLog, EventLogError, EventStream, ReadModel, ReadModelError, StoredEvent};
+use super::{
+    EventLog, EventLogError, EventStream, LabelsAt, ReadModel, ReadModelError, StoredEvent,
+};
 use crate::domain::{Cluster, PageRequest, WatchSpec, WatchStart};
 
 pub struct MemoryReadModel {
@@ -40,6 +43,13 @@ impl ReadModel for MemoryReadModel {
 
     async fn get_cluster(&self, id: &ClusterId) -> Result<Option<Cluster>, ReadModelError> {
         Ok(self.clusters.get(id.as_str()).cloned())
+    }
+
+    async fn cluster_labels(
+        &self,
+        id: &ClusterId,
+    ) -> Result<Option<BTreeMap<String, String>>, ReadModelError> {
+        Ok(self.clusters.get(id.as_str()).map(|c| c.labels.clone()))
     }
 
     async fn ping(&self) -> Result<(), ReadModelError> {
@@ -91,6 +101,24 @@ impl EventLog for MemoryEventLog {
         Ok(futures::stream::iter(selected)
             .chain(futures::stream::pending())
             .boxed())
+    }
+
+    async fn last_labels(&self, cluster: &ClusterId) -> Result<Option<LabelsAt>, EventLogError> {
+        let subject = canopy_kit::subject::event(cluster, "agent", "started").unwrap_or_default();
+        Ok(self
+            .events
+            .iter()
+            .rev()
+            .filter(|e| e.subject == subject)
+            .find_map(|e| {
+                match canopy_kit::envelope::decode(&e.subject, &e.payload)
+                    .ok()?
+                    .body?
+                {
+                    Body::AgentStarted(s) => Some((e.seq, s.labels.into_iter().collect())),
+                    _ => None,
+                }
+            }))
     }
 
     async fn ping(&self) -> Result<(), EventLogError> {

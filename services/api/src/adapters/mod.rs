@@ -1,5 +1,6 @@
 //! The api's outside world: Postgres read models, the JetStream event log, gRPC and protobuf.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 
 use bytes::Bytes;
@@ -41,6 +42,12 @@ pub trait ReadModel: Send + Sync + 'static {
         id: &ClusterId,
     ) -> impl Future<Output = Result<Option<Cluster>, ReadModelError>> + Send;
 
+    /// The labels of a cluster, `None` when it is unknown.
+    fn cluster_labels(
+        &self,
+        id: &ClusterId,
+    ) -> impl Future<Output = Result<Option<BTreeMap<String, String>>, ReadModelError>> + Send;
+
     /// Ok when reads can be served.
     fn ping(&self) -> impl Future<Output = Result<(), ReadModelError>> + Send;
 }
@@ -54,6 +61,9 @@ pub struct StoredEvent {
     pub payload: Bytes,
 }
 
+/// A cluster's labels as its AgentStarted at this stream sequence gave them.
+pub type LabelsAt = (u64, BTreeMap<String, String>);
+
 /// Events in stream order; ends only on error or when dropped.
 pub type EventStream = BoxStream<'static, Result<StoredEvent, EventLogError>>;
 
@@ -65,6 +75,13 @@ pub trait EventLog: Send + Sync + 'static {
         &self,
         spec: &WatchSpec,
     ) -> impl Future<Output = Result<EventStream, EventLogError>> + Send;
+
+    /// The labels of the cluster's newest AgentStarted in the log and its sequence, `None`
+    /// when the log holds none (never started, or aged out).
+    fn last_labels(
+        &self,
+        cluster: &ClusterId,
+    ) -> impl Future<Output = Result<Option<LabelsAt>, EventLogError>> + Send;
 
     /// Ok when watches can be served.
     fn ping(&self) -> impl Future<Output = Result<(), EventLogError>> + Send;
