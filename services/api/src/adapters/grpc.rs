@@ -15,11 +15,9 @@ use canopy_kit::proto::api::v1::{
     WatchRequest, event_service_server::EventService, fleet_service_server::FleetService,
 };
 
-use canopy_kit::envelope;
-use canopy_kit::proto::event::v1::envelope::Body;
 use canopy_kit::subject::{self, ClusterId};
 
-use super::{EventLog, EventStream, ReadModel, StoredEvent, proto, status};
+use super::{EventLog, EventStream, LabelsAsOf, ReadModel, StoredEvent, proto, status};
 use crate::domain::scope::WatchScope;
 use crate::domain::{self, LABELS_CHANGED, PageRequest, WatchSpec};
 
@@ -148,41 +146,40 @@ struct Judge<L, R> {
 }
 
 impl<L: EventLog, R: ReadModel> Judge<L, R> {
-    /// Whether `event` reaches the caller: its cluster is in scope (an event of no cluster
-    /// never is) and `spec` asks for its type.
+    /// Whether `event` reaches the caller: its cluster was in scope when the event was stored
+    /// (an event of no cluster never is) and `spec` asks for its type.
     async fn admits(&mut self, event: &StoredEvent, spec: &WatchSpec) -> Result<bool, Status> {
         let Ok(parsed) = subject::parse_event(&event.subject) else {
             return Ok(false);
         };
         let (cluster, event_type) = (parsed.cluster, parsed.event_type());
-        if self.rule.admits(cluster).is_none() {
-            self.look_up(cluster).await?;
-        }
         if event_type == LABELS_CHANGED
-            && let Ok(Some(Body::AgentStarted(started))) =
-                envelope::decode(&event.subject, &event.payload).map(|e| e.body)
+            && let Some(labels) = proto::started_labels(&event.subject, &event.payload)
         {
-            self.rule.learn(cluster, event.seq, Some(&started.labels));
+            self.rule.learn(cluster, event.seq, Some(&labels));
+        } else if self.rule.admits(cluster).is_none() {
+            self.look_up(cluster, event.seq).await?;
         }
         Ok(self.rule.admits(cluster) == Some(true) && spec.delivers(&event_type))
     }
 
-    /// Learns a cluster's current labels: its newest AgentStarted in the log (ahead of the read
-    /// model, which projects it), else the read model's (the AgentStarted has aged out).
-    async fn look_up(&mut self, cluster: &str) -> Result<(), Status> {
+    /// Learns the labels `cluster` had at stream sequence `seq`, when the watch first meets
+    /// it; from then on the AgentStarted events the watch passes keep them current.
+    async fn look_up(&mut self, cluster: &str, seq: u64) -> Result<(), Status> {
+        let none = None::<&BTreeMap<String, String>>;
         let Ok(id) = ClusterId::parse(cluster) else {
-            self.rule
-                .learn(cluster, 0, None::<&BTreeMap<String, String>>);
+            self.rule.learn(cluster, 0, none);
             return Ok(());
         };
-        match self.log.last_labels(&id).await? {
-            Some((seq, labels)) => {
-                self.rule.learn(cluster, seq, Some(&labels));
-            }
-            None => {
+        match self.log.labels_as_of(&id, seq).await? {
+            LabelsAsOf::Started(at, labels) => self.rule.learn(cluster, at, Some(&labels)),
+            LabelsAsOf::NotInLog => {
                 let labels = self.read_model.cluster_labels(&id).await?;
                 self.rule.learn(cluster, 0, labels.as_ref());
             }
+            // The labels then are unknown: held back until the watch passes the cluster's
+            // next AgentStarted, which the log holds.
+            LabelsAsOf::AgedOut => self.rule.learn(cluster, 0, none),
         }
         Ok(())
     }

@@ -4,11 +4,11 @@ use std::collections::BTreeMap;
 
 use futures::StreamExt as _;
 
-use canopy_kit::proto::event::v1::envelope::Body;
 use canopy_kit::subject::ClusterId;
 
+use super::proto::started_labels;
 use super::{
-    EventLog, EventLogError, EventStream, LabelsAt, ReadModel, ReadModelError, StoredEvent,
+    EventLog, EventLogError, EventStream, LabelsAsOf, ReadModel, ReadModelError, StoredEvent,
 };
 use crate::domain::{Cluster, PageRequest, WatchSpec, WatchStart};
 
@@ -103,22 +103,30 @@ impl EventLog for MemoryEventLog {
             .boxed())
     }
 
-    async fn last_labels(&self, cluster: &ClusterId) -> Result<Option<LabelsAt>, EventLogError> {
+    async fn labels_as_of(
+        &self,
+        cluster: &ClusterId,
+        seq: u64,
+    ) -> Result<LabelsAsOf, EventLogError> {
         let subject = canopy_kit::subject::event(cluster, "agent", "started").unwrap_or_default();
-        Ok(self
+        let mut started = self
             .events
             .iter()
-            .rev()
             .filter(|e| e.subject == subject)
-            .find_map(|e| {
-                match canopy_kit::envelope::decode(&e.subject, &e.payload)
-                    .ok()?
-                    .body?
-                {
-                    Body::AgentStarted(s) => Some((e.seq, s.labels.into_iter().collect())),
-                    _ => None,
-                }
-            }))
+            .peekable();
+        if started.peek().is_none() {
+            return Ok(LabelsAsOf::NotInLog);
+        }
+        Ok(started
+            .filter(|e| e.seq <= seq)
+            .filter_map(|e| {
+                Some(LabelsAsOf::Started(
+                    e.seq,
+                    started_labels(&e.subject, &e.payload)?,
+                ))
+            })
+            .last()
+            .unwrap_or(LabelsAsOf::AgedOut))
     }
 
     async fn ping(&self) -> Result<(), EventLogError> {

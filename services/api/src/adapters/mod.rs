@@ -61,8 +61,18 @@ pub struct StoredEvent {
     pub payload: Bytes,
 }
 
-/// A cluster's labels as its AgentStarted at this stream sequence gave them.
-pub type LabelsAt = (u64, BTreeMap<String, String>);
+/// What the log tells of a cluster's labels as of a stream position.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LabelsAsOf {
+    /// Its newest AgentStarted at or before the position: its sequence and labels.
+    Started(u64, BTreeMap<String, String>),
+    /// The log holds no AgentStarted of the cluster: its labels have not changed since the
+    /// last one the read model projected.
+    NotInLog,
+    /// Only AgentStarted events after the position remain: the labels the cluster had then
+    /// have aged out with the event that set them.
+    AgedOut,
+}
 
 /// Events in stream order; ends only on error or when dropped.
 pub type EventStream = BoxStream<'static, Result<StoredEvent, EventLogError>>;
@@ -76,12 +86,13 @@ pub trait EventLog: Send + Sync + 'static {
         spec: &WatchSpec,
     ) -> impl Future<Output = Result<EventStream, EventLogError>> + Send;
 
-    /// The labels of the cluster's newest AgentStarted in the log and its sequence, `None`
-    /// when the log holds none (never started, or aged out).
-    fn last_labels(
+    /// The labels `cluster` had at stream sequence `seq`, from the AgentStarted events the
+    /// log holds (one that does not decode set no labels, as for the read model).
+    fn labels_as_of(
         &self,
         cluster: &ClusterId,
-    ) -> impl Future<Output = Result<Option<LabelsAt>, EventLogError>> + Send;
+        seq: u64,
+    ) -> impl Future<Output = Result<LabelsAsOf, EventLogError>> + Send;
 
     /// Ok when watches can be served.
     fn ping(&self) -> impl Future<Output = Result<(), EventLogError>> + Send;

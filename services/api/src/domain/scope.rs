@@ -181,15 +181,15 @@ impl Scope {
 // === impl WatchScope ===
 
 /// What a watch scoped by cluster labels knows of each cluster whose events it has met:
-/// whether the cluster is in scope, and as of which stream sequence its labels were read
-/// (0: from the read model, older than any event).
+/// whether the cluster is in scope at the watch's position in the stream, and from which
+/// stream sequence on (0: from before anything the watch reads).
 ///
-/// Labels change only when an agent starts (AgentStarted carries them), so a watch learns a
-/// cluster's labels once, on first sight (from its newest AgentStarted in the log, else from
-/// the read model), and then from every AgentStarted of the cluster it passes: an event is
-/// judged by the newest labels known, and a change applies from the AgentStarted that makes it
-/// on, without delay. An older AgentStarted met while replaying history does not override
-/// newer labels.
+/// Labels change only when an agent starts (AgentStarted carries them), and a scoped watch
+/// reads every AgentStarted of the clusters it watches, in stream order. On first meeting a
+/// cluster it learns the labels the cluster had at that event (from the log, or the read model
+/// when the log holds no AgentStarted of it); each AgentStarted it passes then changes them
+/// from that event on. So an event is judged by the labels its cluster had when it was stored,
+/// and a cluster that gains the labels is delivered from the AgentStarted that gives them.
 #[derive(Debug, Clone)]
 pub struct WatchScope {
     scope: Scope,
@@ -216,8 +216,8 @@ impl WatchScope {
         self.clusters.get(cluster).map(|k| k.admitted)
     }
 
-    /// Learns the labels of `cluster` as of stream sequence `seq` (`None`: the cluster is
-    /// unknown, so out of scope), unless newer labels are known already.
+    /// Learns the labels of `cluster` from stream sequence `seq` on (`None`: unknown, so out of
+    /// scope), unless labels from a later sequence are known already.
     pub fn learn(&mut self, cluster: &str, seq: u64, labels: Option<&impl Labels>) {
         let admitted = labels.is_some_and(|l| self.scope.admits_cluster(l));
         match self.clusters.get_mut(cluster) {
@@ -424,7 +424,7 @@ mod tests {
     }
 
     #[test]
-    fn a_watch_judges_each_cluster_by_its_newest_labels() {
+    fn a_watch_follows_each_cluster_s_labels_in_stream_order() {
         let mut w = WatchScope::new(scope(&[("env", "prod")]));
         let prod: BTreeMap<_, _> = map(&[("env", "prod")]);
         let dev: BTreeMap<_, _> = map(&[("env", "dev")]);
