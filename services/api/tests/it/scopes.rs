@@ -967,6 +967,30 @@ async fn a_scoped_caller_reads_the_policy_and_grants_lists_and_revokes_derogatio
         request.get_mut().page_token = page.next_page_token;
     }
     assert_eq!(seen, [mine[1].clone(), mine[0].clone()], "newest first");
+    let on = |cluster_id: &str| {
+        bearer(
+            ListDerogationsRequest {
+                cluster_id: cluster_id.to_owned(),
+                ..Default::default()
+            },
+            &viewer,
+        )
+    };
+    let ids = |r: tonic::Response<canopy_kit::proto::api::v1::ListDerogationsResponse>| {
+        r.into_inner()
+            .derogations
+            .into_iter()
+            .map(|d| d.derogation.unwrap().derogation_id)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        ids(policy.list_derogations(on("prod-eu")).await?),
+        [mine[1].clone(), mine[0].clone()]
+    );
+    assert!(
+        ids(policy.list_derogations(on("dev-ap")).await?).is_empty(),
+        "a cluster out of scope"
+    );
 
     let revoke = |id: &str| {
         bearer(

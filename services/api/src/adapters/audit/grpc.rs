@@ -411,6 +411,14 @@ impl<R: AuditReadModel, L: PolicyLog> PolicyService for PolicyApi<R, L> {
             states.push(proto::derogation_state(*s)?);
         }
         let q = DerogationsQuery::new(states, &r.check, &r.cluster_id, r.page_size, &r.page_token)?;
+        // A filter naming a cluster out of the caller's scope gives an empty answer (its
+        // label-only derogations included).
+        if !within.is_fleet() && !r.cluster_id.is_empty() {
+            let labels = self.named_labels(&r.cluster_id).await?;
+            if !labels.is_some_and(|l| within.admits_cluster(&l)) {
+                return Ok(Response::new(api::ListDerogationsResponse::default()));
+            }
+        }
         let now = Utc::now();
         let rows = self.read_model.list_derogations(&q, &within, now).await?;
         let page = q.page(rows, |d| (d.granted_seq, d.derogation_id.clone()));
