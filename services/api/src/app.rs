@@ -149,7 +149,7 @@ impl App {
                 .add_service(health_service)
                 .add_service(reflection)
                 .add_service(
-                    FleetServiceServer::new(FleetApi::new(read_model))
+                    FleetServiceServer::new(FleetApi::new(read_model.clone()))
                         .max_decoding_message_size(max),
                 )
                 .add_service(
@@ -193,6 +193,7 @@ impl App {
                 .add_service(
                     EventServiceServer::new(EventApi::new(
                         log,
+                        read_model,
                         shutdown.clone(),
                         self.cfg.watch_buffer,
                     ))

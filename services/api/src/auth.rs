@@ -115,7 +115,7 @@ pub const METHODS: &[(&str, Access)] = &[
         "/canopy.api.v1.FleetService/GetCluster",
         scoped(Role::Viewer),
     ),
-    ("/canopy.api.v1.EventService/Watch", role(Role::Viewer)),
+    ("/canopy.api.v1.EventService/Watch", scoped(Role::Viewer)),
     (
         "/canopy.api.v1.FindingsService/ListFindings",
         scoped(Role::Viewer),
@@ -132,18 +132,21 @@ pub const METHODS: &[(&str, Access)] = &[
         "/canopy.api.v1.FindingsService/GetAudit",
         scoped(Role::Viewer),
     ),
-    ("/canopy.api.v1.PolicyService/GetPolicy", role(Role::Viewer)),
+    (
+        "/canopy.api.v1.PolicyService/GetPolicy",
+        scoped(Role::Viewer),
+    ),
     (
         "/canopy.api.v1.PolicyService/ListDerogations",
-        role(Role::Viewer),
+        scoped(Role::Viewer),
     ),
     (
         "/canopy.api.v1.PolicyService/GrantDerogation",
-        mutating(Role::Operator),
+        scoped_mutating(Role::Operator),
     ),
     (
         "/canopy.api.v1.PolicyService/RevokeDerogation",
-        mutating(Role::Operator),
+        scoped_mutating(Role::Operator),
     ),
     (
         "/canopy.api.v1.PolicyService/SetPolicy",
@@ -649,8 +652,25 @@ mod tests {
             )
             .is_ok()
         );
-        let r = authorize(&v, "/canopy.api.v1.EventService/Watch", Some(&scoped)).unwrap_err();
-        assert_eq!(r.status, tonic::Code::PermissionDenied);
+        for fleet_wide in [
+            "/canopy.api.v1.PolicyService/SetPolicy",
+            "/canopy.api.v1.AuditTrailService/List",
+            "/canopy.api.v1.InterconnectService/ListInterconnects",
+        ] {
+            let r = authorize(&v, fleet_wide, Some(&scoped)).unwrap_err();
+            assert_eq!(r.status, tonic::Code::PermissionDenied, "{fleet_wide}");
+        }
+        for scope_aware in [
+            "/canopy.api.v1.EventService/Watch",
+            "/canopy.api.v1.PolicyService/GetPolicy",
+            "/canopy.api.v1.PolicyService/ListDerogations",
+            "/canopy.api.v1.PolicyService/GrantDerogation",
+        ] {
+            assert!(
+                authorize(&v, scope_aware, Some(&scoped)).is_ok(),
+                "{scope_aware}"
+            );
+        }
         // Scope-aware changes stay on the audit trail.
         let run = "/canopy.api.v1.CommandService/RunAudit";
         assert!(authorize(&v, run, Some(&scoped)).is_ok());

@@ -1,4 +1,8 @@
-//! The gRPC services: FleetService over the read models, EventService over the event log.
+//! The gRPC services: FleetService over the read models, EventService over the event log,
+//! each limited to the caller's cluster-label scope.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -11,8 +15,11 @@ use canopy_kit::proto::api::v1::{
     WatchRequest, event_service_server::EventService, fleet_service_server::FleetService,
 };
 
-use super::{EventLog, EventStream, ReadModel, proto, status};
-use crate::domain::{self, PageRequest, WatchSpec};
+use canopy_kit::subject::{self, ClusterId};
+
+use super::{EventLog, EventStream, LabelsAsOf, ReadModel, StoredEvent, proto, status};
+use crate::domain::scope::WatchScope;
+use crate::domain::{self, LABELS_CHANGED, PageRequest, WatchSpec};
 
 // === impl FleetApi ===
 
@@ -73,18 +80,21 @@ impl<R: ReadModel> FleetService for FleetApi<R> {
 // === impl EventApi ===
 
 /// EventService: FLEET_EVENTS, history and live, for as long as the client listens.
-pub struct EventApi<L> {
-    log: L,
+pub struct EventApi<L, R> {
+    log: Arc<L>,
+    /// Where a scoped watch reads the labels of a cluster the log has no AgentStarted of.
+    read_model: Arc<R>,
     shutdown: CancellationToken,
     buffer: usize,
 }
 
-impl<L: EventLog> EventApi<L> {
+impl<L: EventLog, R: ReadModel> EventApi<L, R> {
     /// Watches end (with UNAVAILABLE) when `shutdown` is cancelled; `buffer` events may wait
     /// for a slow client before the log is no longer read.
-    pub fn new(log: L, shutdown: CancellationToken, buffer: usize) -> Self {
+    pub fn new(log: L, read_model: R, shutdown: CancellationToken, buffer: usize) -> Self {
         Self {
-            log,
+            log: Arc::new(log),
+            read_model: Arc::new(read_model),
             shutdown,
             buffer: buffer.max(1),
         }
@@ -92,7 +102,7 @@ impl<L: EventLog> EventApi<L> {
 }
 
 #[tonic::async_trait]
-impl<L: EventLog> EventService for EventApi<L> {
+impl<L: EventLog, R: ReadModel> EventService for EventApi<L, R> {
     type WatchStream = ReceiverStream<Result<WatchEvent, Status>>;
 
     #[instrument(skip_all, fields(
@@ -107,20 +117,83 @@ impl<L: EventLog> EventService for EventApi<L> {
         if self.shutdown.is_cancelled() {
             return Err(status::shutting_down(None));
         }
-        let spec = WatchSpec::try_from(request.get_ref())?;
+        let scope = crate::auth::scope(&request);
+        let mut spec = WatchSpec::try_from(request.get_ref())?;
+        // A token scoped by cluster labels gets the events of clusters in its scope only; the
+        // watch reads label changes from the log itself, in order (see `WatchScope`).
+        let judge = if scope.is_fleet() {
+            None
+        } else {
+            spec = spec.with_label_changes();
+            Some(Judge {
+                rule: WatchScope::new(scope),
+                log: Arc::clone(&self.log),
+                read_model: Arc::clone(&self.read_model),
+            })
+        };
         let events = self.log.open(&spec).await?;
         let (tx, rx) = mpsc::channel(self.buffer);
-        tokio::spawn(forward(events, tx, self.shutdown.clone()).in_current_span());
+        tokio::spawn(forward(events, tx, self.shutdown.clone(), judge, spec).in_current_span());
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 }
 
+/// Decides which events of a scoped watch reach the caller.
+struct Judge<L, R> {
+    rule: WatchScope,
+    log: Arc<L>,
+    read_model: Arc<R>,
+}
+
+impl<L: EventLog, R: ReadModel> Judge<L, R> {
+    /// Whether `event` reaches the caller: its cluster was in scope when the event was stored
+    /// (an event of no cluster never is) and `spec` asks for its type.
+    async fn admits(&mut self, event: &StoredEvent, spec: &WatchSpec) -> Result<bool, Status> {
+        let Ok(parsed) = subject::parse_event(&event.subject) else {
+            return Ok(false);
+        };
+        let (cluster, event_type) = (parsed.cluster, parsed.event_type());
+        if event_type == LABELS_CHANGED
+            && let Some(labels) = proto::started_labels(&event.subject, &event.payload)
+        {
+            self.rule.learn(cluster, event.seq, Some(&labels));
+        } else if self.rule.admits(cluster).is_none() {
+            self.look_up(cluster, event.seq).await?;
+        }
+        Ok(self.rule.admits(cluster) == Some(true) && spec.delivers(&event_type))
+    }
+
+    /// Learns the labels `cluster` had at stream sequence `seq`, when the watch first meets
+    /// it; from then on the AgentStarted events the watch passes keep them current.
+    async fn look_up(&mut self, cluster: &str, seq: u64) -> Result<(), Status> {
+        let none = None::<&BTreeMap<String, String>>;
+        let Ok(id) = ClusterId::parse(cluster) else {
+            self.rule.learn(cluster, 0, none);
+            return Ok(());
+        };
+        match self.log.labels_as_of(&id, seq).await? {
+            LabelsAsOf::Started(at, labels) => self.rule.learn(cluster, at, Some(&labels)),
+            LabelsAsOf::NotInLog => {
+                let labels = self.read_model.cluster_labels(&id).await?;
+                self.rule.learn(cluster, 0, labels.as_ref());
+            }
+            // The labels then are unknown: held back until the watch passes the cluster's
+            // next AgentStarted, which the log holds.
+            LabelsAsOf::AgedOut => self.rule.learn(cluster, 0, none),
+        }
+        Ok(())
+    }
+}
+
 /// Sends events to the client until it goes away, the log fails or the api shuts down; the
-/// event stream (and with it the server-side consumer) is dropped on return.
-async fn forward(
+/// event stream (and with it the server-side consumer) is dropped on return. A scoped watch's
+/// `judge` holds back the events out of its scope.
+async fn forward<L: EventLog, R: ReadModel>(
     mut events: EventStream,
     tx: mpsc::Sender<Result<WatchEvent, Status>>,
     shutdown: CancellationToken,
+    mut judge: Option<Judge<L, R>>,
+    spec: WatchSpec,
 ) {
     use futures::StreamExt as _;
     metrics::gauge!("canopy_api_watches_active").increment(1.0);
@@ -142,8 +215,16 @@ async fn forward(
         };
         let item = match next {
             Some(Ok(event)) => {
+                let admitted = match judge.as_mut() {
+                    None => Ok(true),
+                    Some(j) => j.admits(&event, &spec).await,
+                };
                 last_seq = Some(event.seq);
-                Ok(proto::watch_event(event))
+                match admitted {
+                    Ok(true) => Ok(proto::watch_event(event)),
+                    Ok(false) => continue,
+                    Err(e) => Err(e),
+                }
             }
             Some(Err(e)) => Err(Status::from(e)),
             None => break,
@@ -304,7 +385,7 @@ mod tests {
         };
         let log = MemoryEventLog::new(vec![heartbeat("a", 1), heartbeat("b", 2), garbage]);
         let shutdown = CancellationToken::new();
-        let api = EventApi::new(log, shutdown.clone(), 8);
+        let api = EventApi::new(log, MemoryReadModel::new([]), shutdown.clone(), 8);
         let mut stream = api
             .watch(Request::new(WatchRequest {
                 cluster_id: "a".into(),
@@ -337,7 +418,12 @@ mod tests {
 
     #[tokio::test]
     async fn watch_rejects_bad_filters() {
-        let api = EventApi::new(MemoryEventLog::new(Vec::new()), CancellationToken::new(), 8);
+        let api = EventApi::new(
+            MemoryEventLog::new(Vec::new()),
+            MemoryReadModel::new([]),
+            CancellationToken::new(),
+            8,
+        );
         for req in [
             WatchRequest {
                 cluster_id: "Nope!".into(),

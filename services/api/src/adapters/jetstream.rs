@@ -12,14 +12,18 @@ use async_nats::jetstream::{
     self, ErrorCode,
     consumer::{DeliverPolicy, pull::OrderedConfig},
     context::GetStreamErrorKind,
-    stream::Stream as JsStream,
+    message::StreamMessage,
+    stream::{LastRawMessageError, LastRawMessageErrorKind, Stream as JsStream},
 };
 use chrono::{DateTime, Utc};
 use futures::{Stream, StreamExt as _};
 use thiserror::Error;
 use tracing::{debug, warn};
 
-use super::{EventLog, EventStream, StoredEvent};
+use canopy_kit::subject::{self, ClusterId};
+
+use super::proto::started_labels;
+use super::{EventLog, EventStream, LabelsAsOf, StoredEvent};
 use crate::domain::{WatchSpec, WatchStart};
 
 #[derive(Debug, Error)]
@@ -132,6 +136,54 @@ impl EventLog for JetStreamLog {
             inner: events,
             _cleanup: cleanup,
         }))
+    }
+
+    async fn labels_as_of(
+        &self,
+        cluster: &ClusterId,
+        seq: u64,
+    ) -> Result<LabelsAsOf, EventLogError> {
+        let stream = self
+            .js
+            .get_stream_no_info(&self.stream)
+            .await
+            .map_err(|e| EventLogError::nats("open the event stream", e))?;
+        let subject = subject::event(cluster, "agent", "started")
+            .map_err(|e| EventLogError::nats("name the AgentStarted subject", e))?;
+        let read = |e: LastRawMessageError| EventLogError::nats("read a cluster's AgentStarted", e);
+        let last = match stream.get_last_raw_message_by_subject(&subject).await {
+            Ok(m) => m,
+            Err(e) if matches!(e.kind(), LastRawMessageErrorKind::NoMessageFound) => {
+                return Ok(LabelsAsOf::NotInLog);
+            }
+            Err(e) => return Err(read(e)),
+        };
+        let stored = |m: &StreamMessage| started_labels(&m.subject, &m.payload);
+        // Live, the newest is almost always behind the watch already.
+        if last.sequence <= seq
+            && let Some(labels) = stored(&last)
+        {
+            return Ok(LabelsAsOf::Started(last.sequence, labels));
+        }
+        // Replaying: walk the cluster's AgentStarted events (one per agent start) up to `seq`.
+        let mut found = LabelsAsOf::AgedOut;
+        let mut next = 1;
+        loop {
+            let m = match stream
+                .get_first_raw_message_by_subject(&subject, next)
+                .await
+            {
+                Ok(m) if m.sequence <= seq => m,
+                Ok(_) => break,
+                Err(e) if matches!(e.kind(), LastRawMessageErrorKind::NoMessageFound) => break,
+                Err(e) => return Err(read(e)),
+            };
+            if let Some(labels) = stored(&m) {
+                found = LabelsAsOf::Started(m.sequence, labels);
+            }
+            next = m.sequence + 1;
+        }
+        Ok(found)
     }
 
     async fn ping(&self) -> Result<(), EventLogError> {

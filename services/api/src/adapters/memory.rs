@@ -6,7 +6,10 @@ use futures::StreamExt as _;
 
 use canopy_kit::subject::ClusterId;
 
-use super::{EventLog, EventLogError, EventStream, ReadModel, ReadModelError, StoredEvent};
+use super::proto::started_labels;
+use super::{
+    EventLog, EventLogError, EventStream, LabelsAsOf, ReadModel, ReadModelError, StoredEvent,
+};
 use crate::domain::{Cluster, PageRequest, WatchSpec, WatchStart};
 
 pub struct MemoryReadModel {
@@ -40,6 +43,13 @@ impl ReadModel for MemoryReadModel {
 
     async fn get_cluster(&self, id: &ClusterId) -> Result<Option<Cluster>, ReadModelError> {
         Ok(self.clusters.get(id.as_str()).cloned())
+    }
+
+    async fn cluster_labels(
+        &self,
+        id: &ClusterId,
+    ) -> Result<Option<BTreeMap<String, String>>, ReadModelError> {
+        Ok(self.clusters.get(id.as_str()).map(|c| c.labels.clone()))
     }
 
     async fn ping(&self) -> Result<(), ReadModelError> {
@@ -91,6 +101,32 @@ impl EventLog for MemoryEventLog {
         Ok(futures::stream::iter(selected)
             .chain(futures::stream::pending())
             .boxed())
+    }
+
+    async fn labels_as_of(
+        &self,
+        cluster: &ClusterId,
+        seq: u64,
+    ) -> Result<LabelsAsOf, EventLogError> {
+        let subject = canopy_kit::subject::event(cluster, "agent", "started").unwrap_or_default();
+        let mut started = self
+            .events
+            .iter()
+            .filter(|e| e.subject == subject)
+            .peekable();
+        if started.peek().is_none() {
+            return Ok(LabelsAsOf::NotInLog);
+        }
+        Ok(started
+            .filter(|e| e.seq <= seq)
+            .filter_map(|e| {
+                Some(LabelsAsOf::Started(
+                    e.seq,
+                    started_labels(&e.subject, &e.payload)?,
+                ))
+            })
+            .last()
+            .unwrap_or(LabelsAsOf::AgedOut))
     }
 
     async fn ping(&self) -> Result<(), EventLogError> {

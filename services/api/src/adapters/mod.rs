@@ -1,5 +1,6 @@
 //! The api's outside world: Postgres read models, the JetStream event log, gRPC and protobuf.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 
 use bytes::Bytes;
@@ -41,6 +42,12 @@ pub trait ReadModel: Send + Sync + 'static {
         id: &ClusterId,
     ) -> impl Future<Output = Result<Option<Cluster>, ReadModelError>> + Send;
 
+    /// The labels of a cluster, `None` when it is unknown.
+    fn cluster_labels(
+        &self,
+        id: &ClusterId,
+    ) -> impl Future<Output = Result<Option<BTreeMap<String, String>>, ReadModelError>> + Send;
+
     /// Ok when reads can be served.
     fn ping(&self) -> impl Future<Output = Result<(), ReadModelError>> + Send;
 }
@@ -54,6 +61,19 @@ pub struct StoredEvent {
     pub payload: Bytes,
 }
 
+/// What the log tells of a cluster's labels as of a stream position.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LabelsAsOf {
+    /// Its newest AgentStarted at or before the position: its sequence and labels.
+    Started(u64, BTreeMap<String, String>),
+    /// The log holds no AgentStarted of the cluster: its labels have not changed since the
+    /// last one the read model projected.
+    NotInLog,
+    /// Only AgentStarted events after the position remain: the labels the cluster had then
+    /// have aged out with the event that set them.
+    AgedOut,
+}
+
 /// Events in stream order; ends only on error or when dropped.
 pub type EventStream = BoxStream<'static, Result<StoredEvent, EventLogError>>;
 
@@ -65,6 +85,14 @@ pub trait EventLog: Send + Sync + 'static {
         &self,
         spec: &WatchSpec,
     ) -> impl Future<Output = Result<EventStream, EventLogError>> + Send;
+
+    /// The labels `cluster` had at stream sequence `seq`, from the AgentStarted events the
+    /// log holds (one that does not decode set no labels, as for the read model).
+    fn labels_as_of(
+        &self,
+        cluster: &ClusterId,
+        seq: u64,
+    ) -> impl Future<Output = Result<LabelsAsOf, EventLogError>> + Send;
 
     /// Ok when watches can be served.
     fn ping(&self) -> impl Future<Output = Result<(), EventLogError>> + Send;

@@ -195,6 +195,13 @@ impl ReadModel for PgReadModel {
         Ok(row.map(Cluster::from))
     }
 
+    async fn cluster_labels(
+        &self,
+        id: &ClusterId,
+    ) -> Result<Option<BTreeMap<String, String>>, ReadModelError> {
+        cluster_labels(&self.pool, id.as_str()).await
+    }
+
     /// Reachable and migrated: ingestion owns the schema, so until it has run there is nothing
     /// to serve.
     async fn ping(&self) -> Result<(), ReadModelError> {

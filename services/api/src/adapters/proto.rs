@@ -1,11 +1,14 @@
 //! The one place that translates between protobuf messages and the api's domain types.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
 use prost_types::Timestamp;
 use tracing::warn;
 
 use canopy_kit::envelope;
 use canopy_kit::proto::api::v1 as pb;
+use canopy_kit::proto::event::v1::envelope::Body;
 use canopy_kit::subject;
 
 use super::StoredEvent;
@@ -77,6 +80,15 @@ impl TryFrom<&pb::WatchRequest> for WatchSpec {
 /// validation) is still sent, with `envelope` unset and a warning logged: watchers then see
 /// every sequence, so resuming with `stream_sequence + 1` never skips past something silently,
 /// and the subject still says whose and what it was.
+/// The cluster labels an AgentStarted event carries; `None` for any other event, or one that
+/// does not decode.
+pub fn started_labels(subject: &str, payload: &[u8]) -> Option<BTreeMap<String, String>> {
+    match envelope::decode(subject, payload).ok()?.body? {
+        Body::AgentStarted(s) => Some(s.labels.into_iter().collect()),
+        _ => None,
+    }
+}
+
 pub fn watch_event(e: StoredEvent) -> pb::WatchEvent {
     let event_type = subject::parse_event(&e.subject)
         .map(|s| s.event_type())

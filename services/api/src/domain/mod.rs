@@ -187,6 +187,9 @@ pub enum WatchStart {
     Time(DateTime<Utc>),
 }
 
+/// The event type that sets a cluster's labels (AgentStarted).
+pub const LABELS_CHANGED: &str = "agent.started";
+
 /// A validated Watch request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WatchSpec {
@@ -194,6 +197,10 @@ pub struct WatchSpec {
     /// Canonical `<area>.<event>` names, sorted, without duplicates (empty: every type).
     pub types: Vec<&'static str>,
     pub start: WatchStart,
+    /// Also read the watched clusters' AgentStarted events (which carry their labels) when
+    /// `types` leaves them out: a watch scoped by cluster labels learns label changes from
+    /// them, in stream order. They reach the caller only if `types` asks for them.
+    pub label_changes: bool,
 }
 
 impl WatchSpec {
@@ -228,7 +235,20 @@ impl WatchSpec {
             cluster,
             types: resolved,
             start,
+            label_changes: false,
         })
+    }
+
+    /// The same watch, also reading the label-changing events (see `label_changes`).
+    #[must_use]
+    pub fn with_label_changes(mut self) -> Self {
+        self.label_changes = true;
+        self
+    }
+
+    /// Whether events of `event_type` (`<area>.<event>`) reach the caller.
+    pub fn delivers(&self, event_type: &str) -> bool {
+        self.types.is_empty() || self.types.contains(&event_type)
     }
 
     /// The subjects to consume: one per type, or all of the cluster's (or fleet's) events.
@@ -238,7 +258,11 @@ impl WatchSpec {
             // Built from a validated id and no type: cannot fail.
             return subject::event_filter(cluster, None).into_iter().collect();
         }
-        self.types
+        let mut types = self.types.clone();
+        if self.label_changes && !types.contains(&LABELS_CHANGED) {
+            types.push(LABELS_CHANGED);
+        }
+        types
             .iter()
             .filter_map(|t| subject::event_filter(cluster, Some(t)).ok())
             .collect()
@@ -335,6 +359,33 @@ mod tests {
                 "canopy.evt.prod-eu.inventory.snapshot"
             ]
         );
+    }
+
+    #[test]
+    fn a_scoped_watch_also_reads_label_changes_but_delivers_only_what_was_asked() {
+        let types = ["heartbeat".to_owned()];
+        let w = WatchSpec::new("", &types, WatchStart::New)
+            .unwrap()
+            .with_label_changes();
+        assert_eq!(
+            w.filter_subjects(),
+            vec!["canopy.evt.*.agent.heartbeat", "canopy.evt.*.agent.started"]
+        );
+        assert!(w.delivers("agent.heartbeat"));
+        assert!(!w.delivers("agent.started"));
+        let types = ["agent.started".to_owned()];
+        let w = WatchSpec::new("prod-eu", &types, WatchStart::New)
+            .unwrap()
+            .with_label_changes();
+        assert_eq!(
+            w.filter_subjects(),
+            vec!["canopy.evt.prod-eu.agent.started"]
+        );
+        let all = WatchSpec::new("", &[], WatchStart::New)
+            .unwrap()
+            .with_label_changes();
+        assert_eq!(all.filter_subjects(), vec!["canopy.evt.*.>"]);
+        assert!(all.delivers("agent.started"));
     }
 
     #[test]

@@ -4,8 +4,10 @@
 //!
 //! A cluster is in scope when its labels carry every `k = v` pair of the scope. A command
 //! target is in scope when it names a cluster in scope, or is a label selector that includes
-//! every pair of the scope (so it can only ever reach clusters in scope). An empty scope is the
-//! whole fleet (an unscoped token, or authentication turned off).
+//! every pair of the scope (so it can only ever reach clusters in scope); a derogation likewise
+//! when its `cluster_id` names a cluster in scope or its `cluster_labels` include every pair of
+//! the scope. An empty scope is the whole fleet (an unscoped token, or authentication turned
+//! off). [`WatchScope`] applies the cluster rule to a live event stream.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -42,6 +44,10 @@ pub enum OutOfScope {
     Selector { missing: String },
     #[error("a target is required")]
     NoTarget,
+    #[error(
+        "the derogation must name a cluster in the token's scope, or scope.cluster_labels must include the token's scope ({missing}) so that it applies only to clusters in scope"
+    )]
+    Derogation { missing: String },
     /// A remediation, diagnosis... of a cluster out of scope (or unknown).
     #[error("{what} {id:?} is not on a cluster in the token's scope")]
     Object { what: &'static str, id: String },
@@ -139,6 +145,90 @@ impl Scope {
             }
         }
     }
+
+    /// Whether a derogation whose scope names `cluster_id` (empty: any cluster) and
+    /// `cluster_labels` can only apply to clusters in this scope: the cluster it names is in
+    /// scope (`named_labels` are that cluster's labels, `None` when it is unknown), or its
+    /// labels include every pair of the scope.
+    ///
+    /// # Errors
+    /// [`OutOfScope`] naming the cluster, or the scope pairs the labels lack.
+    pub fn admits_derogation(
+        &self,
+        cluster_id: &str,
+        cluster_labels: &impl Labels,
+        named_labels: Option<&BTreeMap<String, String>>,
+    ) -> Result<(), OutOfScope> {
+        if self.is_fleet() {
+            return Ok(());
+        }
+        if !cluster_id.is_empty() && named_labels.is_some_and(|l| self.admits_cluster(l)) {
+            return Ok(());
+        }
+        let missing = self.missing(cluster_labels);
+        if missing.is_empty() {
+            Ok(())
+        } else if cluster_id.is_empty() {
+            Err(OutOfScope::Derogation {
+                missing: missing.join(","),
+            })
+        } else {
+            Err(OutOfScope::Cluster(cluster_id.to_owned()))
+        }
+    }
+}
+
+// === impl WatchScope ===
+
+/// What a watch scoped by cluster labels knows of each cluster whose events it has met:
+/// whether the cluster is in scope at the watch's position in the stream, and from which
+/// stream sequence on (0: from before anything the watch reads).
+///
+/// Labels change only when an agent starts (AgentStarted carries them), and a scoped watch
+/// reads every AgentStarted of the clusters it watches, in stream order. On first meeting a
+/// cluster it learns the labels the cluster had at that event (from the log, or the read model
+/// when the log holds no AgentStarted of it); each AgentStarted it passes then changes them
+/// from that event on. So an event is judged by the labels its cluster had when it was stored,
+/// and a cluster that gains the labels is delivered from the AgentStarted that gives them.
+#[derive(Debug, Clone)]
+pub struct WatchScope {
+    scope: Scope,
+    clusters: HashMap<String, Known>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Known {
+    seq: u64,
+    admitted: bool,
+}
+
+impl WatchScope {
+    pub fn new(scope: Scope) -> Self {
+        Self {
+            scope,
+            clusters: HashMap::new(),
+        }
+    }
+
+    /// Whether events of `cluster` are in scope; `None` when the cluster's labels have not
+    /// been learned yet.
+    pub fn admits(&self, cluster: &str) -> Option<bool> {
+        self.clusters.get(cluster).map(|k| k.admitted)
+    }
+
+    /// Learns the labels of `cluster` from stream sequence `seq` on (`None`: unknown, so out of
+    /// scope), unless labels from a later sequence are known already.
+    pub fn learn(&mut self, cluster: &str, seq: u64, labels: Option<&impl Labels>) {
+        let admitted = labels.is_some_and(|l| self.scope.admits_cluster(l));
+        match self.clusters.get_mut(cluster) {
+            Some(k) if k.seq > seq => {}
+            Some(k) => *k = Known { seq, admitted },
+            None => {
+                self.clusters
+                    .insert(cluster.to_owned(), Known { seq, admitted });
+            }
+        }
+    }
 }
 
 /// The cluster a command target names, if it names one (whose labels [`Scope::admits_target`]
@@ -171,6 +261,18 @@ pub mod sql {
               OR {column}->'selector' @> ${param}::jsonb
               OR EXISTS (SELECT 1 FROM clusters scope_c
                          WHERE scope_c.id = {column}->>'cluster_id'
+                           AND scope_c.labels @> ${param}::jsonb))"
+        )
+    }
+
+    /// True when the derogation whose scope is stored in the JSONB `labels` column and the
+    /// `cluster` column is in the scope bound as `$param`: [`super::Scope::admits_derogation`].
+    pub fn derogation_in_scope(labels: &str, cluster: &str, param: u8) -> String {
+        format!(
+            "(${param}::jsonb = '{{}}'::jsonb
+              OR {labels} @> ${param}::jsonb
+              OR EXISTS (SELECT 1 FROM clusters scope_c
+                         WHERE scope_c.id = {cluster} AND {cluster} <> ''
                            AND scope_c.labels @> ${param}::jsonb))"
         )
     }
@@ -280,6 +382,63 @@ mod tests {
             Scope::fleet().admits_target(cluster("x").as_ref(), None),
             Ok(())
         );
+    }
+
+    #[test]
+    fn a_derogation_must_name_a_cluster_in_scope_or_include_the_scope() {
+        let s = scope(&[("env", "prod"), ("team", "a")]);
+        let none: BTreeMap<String, String> = BTreeMap::new();
+        let prod: BTreeMap<_, _> = map(&[("env", "prod"), ("team", "a")]);
+        let dev: BTreeMap<_, _> = map(&[("env", "dev"), ("team", "a")]);
+        let within: HashMap<_, _> = map(&[("env", "prod"), ("team", "a"), ("zone", "eu")]);
+        let partial: HashMap<_, _> = map(&[("env", "prod")]);
+        assert_eq!(s.admits_derogation("a", &none, Some(&prod)), Ok(()));
+        assert_eq!(s.admits_derogation("", &within, None), Ok(()));
+        assert_eq!(
+            s.admits_derogation("b", &within, Some(&dev)),
+            Ok(()),
+            "the labels alone keep it within the scope"
+        );
+        assert_eq!(
+            s.admits_derogation("b", &partial, Some(&dev)),
+            Err(OutOfScope::Cluster("b".into()))
+        );
+        assert_eq!(
+            s.admits_derogation("gone", &none, None),
+            Err(OutOfScope::Cluster("gone".into())),
+            "unknown reads as out of scope"
+        );
+        let err = s.admits_derogation("", &partial, None).unwrap_err();
+        assert_eq!(
+            err,
+            OutOfScope::Derogation {
+                missing: "team=a".into()
+            }
+        );
+        assert!(err.to_string().contains("team=a"), "{err}");
+        assert!(
+            s.admits_derogation("", &none, None).is_err(),
+            "the whole fleet"
+        );
+        assert_eq!(Scope::fleet().admits_derogation("", &none, None), Ok(()));
+    }
+
+    #[test]
+    fn a_watch_follows_each_cluster_s_labels_in_stream_order() {
+        let mut w = WatchScope::new(scope(&[("env", "prod")]));
+        let prod: BTreeMap<_, _> = map(&[("env", "prod")]);
+        let dev: BTreeMap<_, _> = map(&[("env", "dev")]);
+        assert_eq!(w.admits("a"), None, "not learned yet");
+        w.learn("a", 0, None::<&BTreeMap<String, String>>);
+        assert_eq!(w.admits("a"), Some(false), "unknown");
+        w.learn("a", 7, Some(&prod));
+        assert_eq!(w.admits("a"), Some(true), "an AgentStarted brings it in");
+        w.learn("a", 3, Some(&dev));
+        assert_eq!(w.admits("a"), Some(true), "older labels do not override");
+        w.learn("a", 9, Some(&dev));
+        assert_eq!(w.admits("a"), Some(false), "a newer one takes it out");
+        w.learn("b", 0, Some(&prod));
+        assert_eq!(w.admits("b"), Some(true));
     }
 
     #[test]

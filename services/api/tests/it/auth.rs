@@ -332,9 +332,18 @@ async fn a_scoped_token_sees_and_reaches_only_its_clusters() -> anyhow::Result<(
         Code::NotFound,
         "out of scope looks like missing"
     );
-    // Fleet-wide methods are closed to scoped tokens.
-    let err = policy
+    // The fleet-wide policy is readable, changing it is closed to scoped tokens.
+    policy
         .get_policy(bearer(GetPolicyRequest {}, &prod))
+        .await?;
+    let err = policy
+        .set_policy(bearer(
+            SetPolicyRequest {
+                policy: Some(Policy::default()),
+                ..Default::default()
+            },
+            &prod,
+        ))
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied);

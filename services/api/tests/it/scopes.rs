@@ -711,3 +711,315 @@ async fn a_scoped_operator_schedules_lists_and_deletes_on_its_clusters_only() ->
     assert_eq!(messages(&a.stack.js, streams::CONTROL).await?, before + 1);
     Ok(())
 }
+
+/// An AgentStarted of `cluster` whose agent carries `env` (a new instance: labels change only
+/// when an agent starts).
+fn started_as(cluster: &str, instance: &str, env: &str) -> canopy_kit::proto::event::v1::Envelope {
+    use canopy_kit::proto::event::v1::{AgentStarted, envelope::Body};
+    canopy_kit::envelope::new(
+        &canopy_kit::subject::ClusterId::parse(cluster).unwrap(),
+        "agent/test",
+        Body::AgentStarted(AgentStarted {
+            agent_instance_id: format!("{cluster}-{instance}"),
+            agent_version: "0.1.0".into(),
+            kubernetes_version: "v1.31.2".into(),
+            heartbeat_interval_seconds: 10,
+            labels: [("env".to_owned(), env.to_owned())].into(),
+        }),
+    )
+}
+
+#[tokio::test]
+async fn a_scoped_watch_gets_the_events_of_its_clusters_only_as_their_labels_change()
+-> anyhow::Result<()> {
+    use canopy_kit::proto::api::v1::{
+        WatchEvent, WatchRequest, event_service_client::EventServiceClient,
+    };
+    use futures::StreamExt as _;
+    use tonic::Streaming;
+
+    use crate::stack::heartbeat;
+
+    let a = auth_stack().await?;
+    let channel = seeded(&a).await?;
+    // prod-eu's AgentStarted ages out of the log: its labels come from the read model.
+    a.stack
+        .js
+        .get_stream(streams::FLEET_EVENTS)
+        .await?
+        .purge()
+        .filter("canopy.evt.prod-eu.agent.started")
+        .await?;
+    let viewer = token(&a.keys, Role::Viewer, &[("env", "prod")]);
+    let fleet = token(&a.keys, Role::Viewer, &[]);
+    let open = |types: &[&str], token: &str| {
+        let mut events = EventServiceClient::new(channel.clone());
+        let request = bearer(
+            WatchRequest {
+                types: types.iter().map(|t| (*t).to_owned()).collect(),
+                ..Default::default()
+            },
+            token,
+        );
+        async move { events.watch(request).await.map(tonic::Response::into_inner) }
+    };
+    // Live from now on: the consumers exist once the calls have answered.
+    let mut beats = open(&["heartbeat"], &viewer).await?;
+    let mut all = open(&[], &viewer).await?;
+    let mut everything = open(&[], &fleet).await?;
+
+    async fn seqs(stream: &mut Streaming<WatchEvent>, n: usize) -> anyhow::Result<Vec<u64>> {
+        let mut seqs = Vec::with_capacity(n);
+        for _ in 0..n {
+            let event = tokio::time::timeout(WAIT, stream.next())
+                .await
+                .map_err(|_| anyhow::anyhow!("no event within {WAIT:?}"))?
+                .ok_or_else(|| anyhow::anyhow!("the watch ended"))??;
+            seqs.push(event.stream_sequence);
+        }
+        Ok(seqs)
+    }
+
+    // Both clusters are met before any label changes: dev-ap first (held back), then prod-eu
+    // (whose labels come from the read model only while the log holds no AgentStarted of it).
+    // Streams are in order: anything held back would come before the next event awaited.
+    let dev_1 = a.stack.publish(&heartbeat("dev-ap", 1)).await?;
+    let prod_1 = a.stack.publish(&heartbeat("prod-eu", 1)).await?;
+    assert_eq!(seqs(&mut beats, 1).await?, [prod_1]);
+    assert_eq!(seqs(&mut all, 1).await?, [prod_1]);
+    let nowhere = a
+        .stack
+        .publish_raw("canopy.evt.No_Cluster.agent.heartbeat", b"\x01")
+        .await?;
+    // dev-ap's agent restarts as env=prod: from this event on, dev-ap is in scope.
+    let dev_joins = a.stack.publish(&started_as("dev-ap", "i2", "prod")).await?;
+    let dev_2 = a.stack.publish(&heartbeat("dev-ap", 2)).await?;
+    // prod-eu's agent restarts as env=dev: from this event on, prod-eu is out of scope.
+    let prod_leaves = a.stack.publish(&started_as("prod-eu", "i2", "dev")).await?;
+    let prod_2 = a.stack.publish(&heartbeat("prod-eu", 2)).await?;
+    let dev_3 = a.stack.publish(&heartbeat("dev-ap", 3)).await?;
+
+    assert_eq!(
+        seqs(&mut beats, 2).await?,
+        [dev_2, dev_3],
+        "heartbeats of clusters in scope, as their labels stood"
+    );
+    assert_eq!(
+        seqs(&mut all, 3).await?,
+        [dev_joins, dev_2, dev_3],
+        "the AgentStarted that brings a cluster in is delivered, the one that takes it out is not"
+    );
+    assert_eq!(
+        seqs(&mut everything, 8).await?,
+        [
+            dev_1,
+            prod_1,
+            nowhere,
+            dev_joins,
+            dev_2,
+            prod_leaves,
+            prod_2,
+            dev_3
+        ],
+        "an unscoped watch gets everything"
+    );
+
+    // A new watch replaying the same history judges each event by its cluster's labels then:
+    // dev-ap's first heartbeat by its AgentStarted as env=dev before it; prod-eu's by nothing
+    // (its AgentStarted before it is gone; the only one left is after it), so held back.
+    let request = bearer(
+        WatchRequest {
+            types: vec!["heartbeat".into()],
+            start: Some(canopy_kit::proto::api::v1::watch_request::Start::FromSequence(dev_1)),
+            ..Default::default()
+        },
+        &viewer,
+    );
+    let mut replay = EventServiceClient::new(channel.clone())
+        .watch(request)
+        .await?
+        .into_inner();
+    assert_eq!(seqs(&mut replay, 2).await?, [dev_2, dev_3]);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_scoped_caller_reads_the_policy_and_grants_lists_and_revokes_derogations_within_its_scope()
+-> anyhow::Result<()> {
+    use canopy_kit::proto::api::v1::{
+        GetPolicyRequest, GrantDerogationRequest, ListDerogationsRequest, RevokeDerogationRequest,
+        SetPolicyRequest, policy_service_client::PolicyServiceClient,
+    };
+    use canopy_kit::proto::event::v1::{DerogationScope, Policy};
+
+    let a = auth_stack().await?;
+    let mut policy = PolicyServiceClient::new(seeded(&a).await?);
+    let operator = token(&a.keys, Role::Operator, &[("env", "prod")]);
+    let viewer = token(&a.keys, Role::Viewer, &[("env", "prod")]);
+    let scoped_admin = token(&a.keys, Role::Admin, &[("env", "prod")]);
+    let fleet = token(&a.keys, Role::Operator, &[]);
+
+    // The fleet-wide policy: readable in a scope, changed only by an unscoped admin.
+    let read = policy
+        .get_policy(bearer(GetPolicyRequest {}, &viewer))
+        .await?
+        .into_inner();
+    assert_eq!(read.version, 0);
+    let err = policy
+        .set_policy(bearer(
+            SetPolicyRequest {
+                policy: Some(Policy::default()),
+                ..Default::default()
+            },
+            &scoped_admin,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+
+    let grant = |cluster_id: &str, labels: &[(&str, &str)]| GrantDerogationRequest {
+        check: "PRIVILEGED".into(),
+        scope: Some(DerogationScope {
+            cluster_id: cluster_id.to_owned(),
+            cluster_labels: labels
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            ..Default::default()
+        }),
+        reason: "legacy workload".into(),
+        approver: "bob".into(),
+        expires_at: Some(prost_types::Timestamp {
+            seconds: chrono::Utc::now().timestamp() + 86_400,
+            nanos: 0,
+        }),
+    };
+    let mut mine = Vec::new();
+    for request in [
+        grant("prod-eu", &[]),
+        grant("", &[("env", "prod"), ("zone", "eu")]),
+    ] {
+        let d = policy
+            .grant_derogation(bearer(request, &operator))
+            .await?
+            .into_inner();
+        mine.push(d.derogation.unwrap().derogation_id);
+    }
+    assert_eq!(messages(&a.stack.js, streams::CONTROL).await?, 2);
+    let denied = [
+        ("dev-ap", grant("dev-ap", &[]), "dev-ap"),
+        ("unknown", grant("nowhere", &[]), "nowhere"),
+        ("no scope label", grant("", &[("zone", "eu")]), "env=prod"),
+        ("other value", grant("", &[("env", "dev")]), "env=prod"),
+        ("whole fleet", grant("", &[]), "env=prod"),
+    ];
+    for (what, request, named) in &denied {
+        let err = policy
+            .grant_derogation(bearer(request.clone(), &operator))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::PermissionDenied, "{what}: {err:?}");
+        assert!(err.message().contains(named), "{what}: {err:?}");
+    }
+    assert_eq!(messages(&a.stack.js, streams::CONTROL).await?, 2);
+
+    // An unscoped operator's derogations beyond the scope are not listed in it.
+    let mut theirs = Vec::new();
+    for request in [grant("dev-ap", &[]), grant("", &[("zone", "eu")])] {
+        let d = policy
+            .grant_derogation(bearer(request, &fleet))
+            .await?
+            .into_inner();
+        theirs.push(d.derogation.unwrap().derogation_id);
+    }
+    let list = |token: &str| {
+        bearer(
+            ListDerogationsRequest {
+                page_size: 1,
+                ..Default::default()
+            },
+            token,
+        )
+    };
+    canopy_testkit::eventually(WAIT, "the four derogations", || {
+        let mut policy = policy.clone();
+        let request = bearer(ListDerogationsRequest::default(), &fleet);
+        async move {
+            let n = policy.list_derogations(request).await?.into_inner();
+            Ok((n.derogations.len() == 4).then_some(()))
+        }
+    })
+    .await?;
+    // Pages of one: the scope filters before paging.
+    let mut seen = Vec::new();
+    let mut request = list(&viewer);
+    loop {
+        let page = policy.list_derogations(request).await?.into_inner();
+        seen.extend(
+            page.derogations
+                .into_iter()
+                .map(|d| d.derogation.unwrap().derogation_id),
+        );
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        request = list(&viewer);
+        request.get_mut().page_token = page.next_page_token;
+    }
+    assert_eq!(seen, [mine[1].clone(), mine[0].clone()], "newest first");
+    let on = |cluster_id: &str| {
+        bearer(
+            ListDerogationsRequest {
+                cluster_id: cluster_id.to_owned(),
+                ..Default::default()
+            },
+            &viewer,
+        )
+    };
+    let ids = |r: tonic::Response<canopy_kit::proto::api::v1::ListDerogationsResponse>| {
+        r.into_inner()
+            .derogations
+            .into_iter()
+            .map(|d| d.derogation.unwrap().derogation_id)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        ids(policy.list_derogations(on("prod-eu")).await?),
+        [mine[1].clone(), mine[0].clone()]
+    );
+    assert!(
+        ids(policy.list_derogations(on("dev-ap")).await?).is_empty(),
+        "a cluster out of scope"
+    );
+
+    let revoke = |id: &str| {
+        bearer(
+            RevokeDerogationRequest {
+                derogation_id: id.to_owned(),
+                reason: "fixed".into(),
+            },
+            &operator,
+        )
+    };
+    let unknown = "0190f0f0-0000-7000-8000-000000000000";
+    for id in [theirs[0].as_str(), theirs[1].as_str(), unknown] {
+        let err = policy.revoke_derogation(revoke(id)).await.unwrap_err();
+        assert_eq!(err.code(), Code::PermissionDenied, "{id}: {err:?}");
+        assert!(err.message().contains(id), "{err:?}");
+    }
+    assert_eq!(messages(&a.stack.js, streams::CONTROL).await?, 4);
+    policy.revoke_derogation(revoke(&mine[1])).await?;
+    assert_eq!(messages(&a.stack.js, streams::CONTROL).await?, 5);
+
+    // Every change is on the trail, each refusal as denied.
+    let records = trail(&a, 1 + 2 + denied.len() + 2 + 3 + 1).await?;
+    let denials: Vec<String> = records
+        .iter()
+        .filter(|r| outcome(r) == ActionOutcome::Denied)
+        .map(|r| r.action.as_ref().unwrap().target.clone())
+        .collect();
+    assert_eq!(denials.len(), 1 + denied.len() + 3, "{denials:?}");
+    assert!(denials.iter().any(|t| t == "dev-ap"), "{denials:?}");
+    assert!(denials.iter().any(|t| t == &theirs[0]), "{denials:?}");
+    Ok(())
+}

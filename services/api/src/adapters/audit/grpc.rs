@@ -1,6 +1,7 @@
 //! FindingsService (findings, posture, audits from the read models) and PolicyService (the
 //! policy from CONTROL; changes published to CONTROL, nothing published on bad input).
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono::Utc;
@@ -23,6 +24,7 @@ use crate::domain::audit::{
     self as rules, AuditError, AuditsQuery, DerogationsQuery, FindingsQuery, FindingsRequest,
     GrantInput, PostureScope, ScopeInput,
 };
+use crate::domain::scope::{OutOfScope, Scope};
 
 /// How long RevokeDerogation waits for a just-granted derogation to reach the read models.
 const READ_YOUR_WRITES: Duration = Duration::from_secs(5);
@@ -172,6 +174,32 @@ impl<R: AuditReadModel, L: PolicyLog> PolicyApi<R, L> {
         Self { read_model, log }
     }
 
+    /// Refuses a derogation scope that could apply beyond the caller's scope (reading the
+    /// labels of the cluster it names).
+    async fn check_scope(
+        &self,
+        within: &Scope,
+        cluster_id: &str,
+        cluster_labels: &BTreeMap<String, String>,
+    ) -> Result<(), Status> {
+        if within.is_fleet() {
+            return Ok(());
+        }
+        let named = self.named_labels(cluster_id).await?;
+        Ok(within.admits_derogation(cluster_id, cluster_labels, named.as_ref())?)
+    }
+
+    /// The labels of the cluster a derogation names (`None`: it names none, or an unknown one).
+    async fn named_labels(
+        &self,
+        cluster_id: &str,
+    ) -> Result<Option<BTreeMap<String, String>>, Status> {
+        if cluster_id.is_empty() {
+            return Ok(None);
+        }
+        Ok(self.read_model.cluster_labels(cluster_id).await?)
+    }
+
     /// Waits (bounded) until the read models reflect CONTROL as it is now.
     async fn catch_up(&self) -> Result<(), Status> {
         let target = self.log.last_sequence().await?;
@@ -257,6 +285,7 @@ impl<R: AuditReadModel, L: PolicyLog> PolicyService for PolicyApi<R, L> {
         request: Request<api::GrantDerogationRequest>,
     ) -> Result<Response<api::GrantDerogationResponse>, Status> {
         let by = actor(&request);
+        let within = crate::auth::scope(&request);
         let r = request.into_inner();
         let now = Utc::now();
         let s = r.scope.unwrap_or_default();
@@ -281,6 +310,10 @@ impl<R: AuditReadModel, L: PolicyLog> PolicyService for PolicyApi<R, L> {
             },
             now,
         )?;
+        // Checked before anything is published: a derogation that could apply beyond the
+        // caller's scope is refused and the audit trail records the denial.
+        self.check_scope(&within, &g.scope.cluster_id, &g.scope.cluster_labels)
+            .await?;
         let derogation = ev::Derogation {
             derogation_id: Uuid::now_v7().to_string(),
             check: g.check,
@@ -318,6 +351,7 @@ impl<R: AuditReadModel, L: PolicyLog> PolicyService for PolicyApi<R, L> {
         request: Request<api::RevokeDerogationRequest>,
     ) -> Result<Response<api::RevokeDerogationResponse>, Status> {
         let by = actor(&request);
+        let within = crate::auth::scope(&request);
         let r = request.into_inner();
         let id = rules::derogation_id("derogation_id", &r.derogation_id)?.to_string();
         let mut row = self.read_model.get_derogation(&id).await?;
@@ -326,9 +360,27 @@ impl<R: AuditReadModel, L: PolicyLog> PolicyService for PolicyApi<R, L> {
             self.catch_up().await?;
             row = self.read_model.get_derogation(&id).await?;
         }
-        let row = row
-            .filter(|d| !d.check_id.is_empty())
-            .ok_or_else(|| AuditError::DerogationNotFound(id.clone()))?;
+        let row = row.filter(|d| !d.check_id.is_empty());
+        // A scoped caller cannot tell a derogation out of its scope from a missing one.
+        if !within.is_fleet() {
+            let in_scope = match &row {
+                Some(d) => {
+                    let named = self.named_labels(&d.cluster_id).await?;
+                    within
+                        .admits_derogation(&d.cluster_id, &d.cluster_labels.0, named.as_ref())
+                        .is_ok()
+                }
+                None => false,
+            };
+            if !in_scope {
+                return Err(OutOfScope::Object {
+                    what: "derogation",
+                    id,
+                }
+                .into());
+            }
+        }
+        let row = row.ok_or_else(|| AuditError::DerogationNotFound(id.clone()))?;
         if row.revoked_at.is_some() {
             return Err(AuditError::AlreadyRevoked(id).into());
         }
@@ -352,14 +404,23 @@ impl<R: AuditReadModel, L: PolicyLog> PolicyService for PolicyApi<R, L> {
         &self,
         request: Request<api::ListDerogationsRequest>,
     ) -> Result<Response<api::ListDerogationsResponse>, Status> {
+        let within = crate::auth::scope(&request);
         let r = request.into_inner();
         let mut states = Vec::new();
         for s in &r.states {
             states.push(proto::derogation_state(*s)?);
         }
         let q = DerogationsQuery::new(states, &r.check, &r.cluster_id, r.page_size, &r.page_token)?;
+        // A filter naming a cluster out of the caller's scope gives an empty answer (its
+        // label-only derogations included).
+        if !within.is_fleet() && !r.cluster_id.is_empty() {
+            let labels = self.named_labels(&r.cluster_id).await?;
+            if !labels.is_some_and(|l| within.admits_cluster(&l)) {
+                return Ok(Response::new(api::ListDerogationsResponse::default()));
+            }
+        }
         let now = Utc::now();
-        let rows = self.read_model.list_derogations(&q, now).await?;
+        let rows = self.read_model.list_derogations(&q, &within, now).await?;
         let page = q.page(rows, |d| (d.granted_seq, d.derogation_id.clone()));
         Ok(Response::new(api::ListDerogationsResponse {
             derogations: page

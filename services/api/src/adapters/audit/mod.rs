@@ -16,7 +16,10 @@ use crate::domain::audit::{
     AuditsQuery, Counts, DerogationState, DerogationsQuery, FindingKey, FindingState,
     FindingsQuery, PostureScope,
 };
-use crate::domain::scope::{Scope, sql::cluster_in_scope};
+use crate::domain::scope::{
+    Scope,
+    sql::{cluster_in_scope, derogation_in_scope},
+};
 
 // === rows ===
 
@@ -156,10 +159,11 @@ pub trait AuditReadModel: Send + Sync + 'static {
         within: &Scope,
     ) -> impl Future<Output = Result<Option<AuditRow>, ReadModelError>> + Send;
 
-    /// Up to `q.size + 1` derogations, newest grant first.
+    /// Up to `q.size + 1` derogations `within` the caller's scope, newest grant first.
     fn list_derogations(
         &self,
         q: &DerogationsQuery,
+        within: &Scope,
         now: DateTime<Utc>,
     ) -> impl Future<Output = Result<Vec<DerogationRow>, ReadModelError>> + Send;
 
@@ -167,6 +171,13 @@ pub trait AuditReadModel: Send + Sync + 'static {
         &self,
         id: &str,
     ) -> impl Future<Output = Result<Option<DerogationRow>, ReadModelError>> + Send;
+
+    /// The labels of a cluster, `None` when it is unknown (what the scope check of a
+    /// derogation naming a cluster reads).
+    fn cluster_labels(
+        &self,
+        cluster_id: &str,
+    ) -> impl Future<Output = Result<Option<BTreeMap<String, String>>, ReadModelError>> + Send;
 
     /// The CONTROL sequence the read models reflect (for read-your-writes).
     fn control_applied(&self) -> impl Future<Output = Result<u64, ReadModelError>> + Send;
@@ -434,11 +445,12 @@ impl AuditReadModel for PgAuditReadModel {
     async fn list_derogations(
         &self,
         q: &DerogationsQuery,
+        within: &Scope,
         now: DateTime<Utc>,
     ) -> Result<Vec<DerogationRow>, ReadModelError> {
         let states: Vec<&str> = q.states.iter().map(|s| derogation_state_name(*s)).collect();
         let (seq, id) = q.after.clone().unwrap_or_default();
-        sqlx::query_as(
+        sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "SELECT derogation_id, check_id, cluster_labels, cluster_id, namespace, workload_kind,
                     workload_name, container, reason, approver, expires_at, granted_by,
                     granted_at, granted_seq, revoked_at, revoked_by, revoke_reason
@@ -450,9 +462,11 @@ impl AuditReadModel for PgAuditReadModel {
                AND ($3::text IS NULL OR check_id = $3)
                AND ($4::text IS NULL OR cluster_id = $4 OR cluster_id = '')
                AND (NOT $5 OR granted_seq < $6 OR (granted_seq = $6 AND derogation_id > $7))
+               AND {in_scope}
              ORDER BY granted_seq DESC, derogation_id
              LIMIT $8",
-        )
+            in_scope = derogation_in_scope("cluster_labels", "derogations.cluster_id", 9)
+        )))
         .bind(now)
         .bind(&states)
         .bind(&q.check)
@@ -461,6 +475,7 @@ impl AuditReadModel for PgAuditReadModel {
         .bind(seq)
         .bind(&id)
         .bind(i64::from(q.size) + 1)
+        .bind(sqlx::types::Json(within.labels()))
         .fetch_all(&self.pool)
         .await
         .map_err(failed("list derogations"))
@@ -477,6 +492,13 @@ impl AuditReadModel for PgAuditReadModel {
         .fetch_optional(&self.pool)
         .await
         .map_err(failed("read a derogation"))
+    }
+
+    async fn cluster_labels(
+        &self,
+        cluster_id: &str,
+    ) -> Result<Option<BTreeMap<String, String>>, ReadModelError> {
+        crate::adapters::postgres::cluster_labels(&self.pool, cluster_id).await
     }
 
     async fn control_applied(&self) -> Result<u64, ReadModelError> {
