@@ -559,12 +559,7 @@ async fn a_restarted_seed_dials_its_leaf_again_from_the_kept_approval() -> anyho
 
     // The leaf's gateway is down: the leaf asks nothing while the seed side restarts as a new
     // pod would, its dialer with an empty dial dir (no remotes, no credentials).
-    let leaf = stack
-        .leaves
-        .iter_mut()
-        .find(|l| l.cluster == "dev-ap")
-        .context("no dev-ap")?;
-    leaf.gateway.stop().await?;
+    stack.leaf_mut("dev-ap")?.gateway.stop().await?;
     stack.gateway.stop().await?;
     let before = fleet_events_of(&stack, "dev-ap").await?;
     let dialer = stack.dialer.as_mut().context("no dialer")?;
@@ -596,11 +591,6 @@ async fn a_restarted_seed_dials_its_leaf_again_from_the_kept_approval() -> anyho
     )
     .await?;
 
-    let leaf = stack
-        .leaves
-        .iter_mut()
-        .find(|l| l.cluster == "dev-ap")
-        .context("no dev-ap")?;
-    leaf.gateway.start().await?;
+    stack.leaf_mut("dev-ap")?.gateway.start().await?;
     stack.shutdown().await
 }
