@@ -8,6 +8,7 @@ mod errors;
 mod events;
 mod findings;
 mod interconnects;
+mod scoped;
 #[path = "../../../api/tests/it/stack.rs"]
 mod stack;
 
