@@ -30,8 +30,8 @@ use crate::domain::scope::{OutOfScope, Scope};
 const READ_YOUR_WRITES: Duration = Duration::from_secs(5);
 const PRODUCER: &str = "api";
 
-/// Who made a change. Until API authentication exists every caller is anonymous; the
-/// authenticated subject goes here then.
+/// Who made a change: the token's subject (`anonymous` when the api runs without
+/// authentication).
 fn actor<T>(request: &Request<T>) -> String {
     crate::auth::actor(request)
 }
