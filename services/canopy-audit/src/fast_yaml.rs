@@ -11,6 +11,8 @@
 //! here would change audit results, so every construct it is unsure of falls back; the tests
 //! compare both readers on the repository's manifests, generated objects and edge cases.
 
+use std::borrow::Cow;
+
 use serde_json::{Map, Number, Value};
 
 /// Parses one YAML document (the text between document markers; a leading `---` line is
@@ -223,7 +225,7 @@ impl<'a> Parser<'a> {
             if key == "<<" {
                 return None;
             }
-            match map.entry(key) {
+            match map.entry(key.into_owned()) {
                 serde_json::map::Entry::Vacant(e) => {
                     e.insert(value);
                 }
@@ -304,10 +306,11 @@ impl<'a> Parser<'a> {
 
 /// Splits `key: rest` (`rest` may be empty or a comment). `Some(None)`: the text is not a key
 /// (a scalar); `None`: a construct this reader leaves to the full parser.
-fn split_key(t: &str) -> Option<Option<(String, &str)>> {
+fn split_key(t: &str) -> Option<Option<(Cow<'_, str>, &str)>> {
     let first = t.as_bytes()[0];
     if first == b'"' || first == b'\'' {
         let (key, after) = quoted(t)?;
+        let key = Cow::Owned(key);
         return match after.strip_prefix(':') {
             Some("") => Some(Some((key, ""))),
             Some(rest) if rest.starts_with(' ') => Some(Some((key, rest.trim_start_matches(' ')))),
@@ -329,7 +332,7 @@ fn split_key(t: &str) -> Option<Option<(String, &str)>> {
     if key.is_empty() || !plain_is_string(key) {
         return None;
     }
-    Some(Some((key.to_owned(), t[i + 1..].trim_start_matches(' '))))
+    Some(Some((Cow::Borrowed(key), t[i + 1..].trim_start_matches(' '))))
 }
 
 /// The `:` that ends a plain key (followed by a space or the end of the line), unless a comment
