@@ -332,7 +332,10 @@ fn split_key(t: &str) -> Option<Option<(Cow<'_, str>, &str)>> {
     if key.is_empty() || !plain_is_string(key) {
         return None;
     }
-    Some(Some((Cow::Borrowed(key), t[i + 1..].trim_start_matches(' '))))
+    Some(Some((
+        Cow::Borrowed(key),
+        t[i + 1..].trim_start_matches(' '),
+    )))
 }
 
 /// The `:` that ends a plain key (followed by a space or the end of the line), unless a comment
