@@ -16,12 +16,14 @@ use canopy_proto::api::v1::fleet_service_client::FleetServiceClient;
 use canopy_proto::api::v1::{Cluster, ListClustersRequest};
 use tonic::transport::Channel;
 
-/// A gRPC client of the api's `FleetService`.
+/// A gRPC client of the api's `FleetService`, sending no token.
 ///
 /// # Errors
 /// When the api does not accept the connection.
-pub async fn fleet_client(api_url: &str) -> anyhow::Result<FleetServiceClient<Channel>> {
-    Ok(FleetServiceClient::connect(api_url.to_owned()).await?)
+pub async fn fleet_client(api_url: &str) -> anyhow::Result<FleetServiceClient<AuthChannel>> {
+    Ok(FleetServiceClient::new(
+        channel_with_token(api_url, None).await?,
+    ))
 }
 
 /// Every cluster the api knows, across pages.
@@ -29,32 +31,6 @@ pub async fn fleet_client(api_url: &str) -> anyhow::Result<FleetServiceClient<Ch
 /// # Errors
 /// When a call fails.
 pub async fn list_clusters(
-    client: &mut FleetServiceClient<Channel>,
-) -> anyhow::Result<Vec<Cluster>> {
-    let mut all = Vec::new();
-    let mut page_token = String::new();
-    loop {
-        let page = client
-            .list_clusters(ListClustersRequest {
-                page_size: 100,
-                page_token: page_token.clone(),
-                ..Default::default()
-            })
-            .await?
-            .into_inner();
-        all.extend(page.clusters);
-        if page.next_page_token.is_empty() {
-            return Ok(all);
-        }
-        page_token = page.next_page_token;
-    }
-}
-
-/// [`list_clusters`] through an authenticated channel.
-///
-/// # Errors
-/// When a call fails.
-pub async fn list_clusters_with_token(
     client: &mut FleetServiceClient<AuthChannel>,
 ) -> anyhow::Result<Vec<Cluster>> {
     let mut all = Vec::new();

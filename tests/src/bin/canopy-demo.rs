@@ -125,7 +125,7 @@ async fn wait_for_clusters(stack: &Stack) -> anyhow::Result<BTreeMap<String, u64
         canopy_e2e::admin_channel(stack).await?,
     );
     loop {
-        let clusters = canopy_e2e::list_clusters_with_token(&mut client)
+        let clusters = canopy_e2e::list_clusters(&mut client)
             .await
             .unwrap_or_default();
         let ready: BTreeMap<String, u64> = clusters
