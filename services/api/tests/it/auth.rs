@@ -10,7 +10,7 @@ use canopy_kit::proto::api::v1::{
     GetClusterRequest, GetPolicyRequest, ListClustersRequest, SetPolicyRequest,
     fleet_service_client::FleetServiceClient, policy_service_client::PolicyServiceClient,
 };
-use canopy_kit::proto::event::v1::{AgentStarted, Policy, envelope::Body};
+use canopy_kit::proto::event::v1::Policy;
 use data_encoding::BASE64URL_NOPAD;
 use tonic::Code;
 use tonic::metadata::MetadataValue;
@@ -98,18 +98,7 @@ pub fn claims(iss: &str, aud: &str, nbf_offset: i64, exp_offset: i64) -> serde_j
 pub async fn seeded(a: &Auth) -> anyhow::Result<Channel> {
     let mut last = 0;
     for (cluster, env) in [("prod-eu", "prod"), ("dev-ap", "dev")] {
-        let id = canopy_kit::subject::ClusterId::parse(cluster)?;
-        let env_ = canopy_kit::envelope::new(
-            &id,
-            "agent/test",
-            Body::AgentStarted(AgentStarted {
-                agent_instance_id: format!("{cluster}-i1"),
-                agent_version: "0.1.0".into(),
-                kubernetes_version: "v1.31.2".into(),
-                heartbeat_interval_seconds: 10,
-                labels: [("env".to_owned(), env.to_owned())].into(),
-            }),
-        );
+        let env_ = crate::stack::started_as(cluster, "i1", &[("env", env)]);
         last = a.stack.publish(&env_).await?;
     }
     a.stack.projected(last).await?;

@@ -18,6 +18,7 @@ use tonic::Code;
 use tonic::transport::Channel;
 
 use crate::auth::{auth_stack, bearer, seeded, token};
+use crate::stack::started_as;
 use crate::trail::{messages, outcome, trail};
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -714,21 +715,6 @@ async fn a_scoped_operator_schedules_lists_and_deletes_on_its_clusters_only() ->
 
 /// An AgentStarted of `cluster` whose agent carries `env` (a new instance: labels change only
 /// when an agent starts).
-fn started_as(cluster: &str, instance: &str, env: &str) -> canopy_kit::proto::event::v1::Envelope {
-    use canopy_kit::proto::event::v1::{AgentStarted, envelope::Body};
-    canopy_kit::envelope::new(
-        &canopy_kit::subject::ClusterId::parse(cluster).unwrap(),
-        "agent/test",
-        Body::AgentStarted(AgentStarted {
-            agent_instance_id: format!("{cluster}-{instance}"),
-            agent_version: "0.1.0".into(),
-            kubernetes_version: "v1.31.2".into(),
-            heartbeat_interval_seconds: 10,
-            labels: [("env".to_owned(), env.to_owned())].into(),
-        }),
-    )
-}
-
 #[tokio::test]
 async fn a_scoped_watch_gets_the_events_of_its_clusters_only_as_their_labels_change()
 -> anyhow::Result<()> {
@@ -792,10 +778,16 @@ async fn a_scoped_watch_gets_the_events_of_its_clusters_only_as_their_labels_cha
         .publish_raw("canopy.evt.No_Cluster.agent.heartbeat", b"\x01")
         .await?;
     // dev-ap's agent restarts as env=prod: from this event on, dev-ap is in scope.
-    let dev_joins = a.stack.publish(&started_as("dev-ap", "i2", "prod")).await?;
+    let dev_joins = a
+        .stack
+        .publish(&started_as("dev-ap", "i2", &[("env", "prod")]))
+        .await?;
     let dev_2 = a.stack.publish(&heartbeat("dev-ap", 2)).await?;
     // prod-eu's agent restarts as env=dev: from this event on, prod-eu is out of scope.
-    let prod_leaves = a.stack.publish(&started_as("prod-eu", "i2", "dev")).await?;
+    let prod_leaves = a
+        .stack
+        .publish(&started_as("prod-eu", "i2", &[("env", "dev")]))
+        .await?;
     let prod_2 = a.stack.publish(&heartbeat("prod-eu", 2)).await?;
     let dev_3 = a.stack.publish(&heartbeat("dev-ap", 3)).await?;
 

@@ -184,15 +184,23 @@ fn id(cluster: &str) -> ClusterId {
 }
 
 pub fn started(cluster: &str) -> Envelope {
+    started_as(cluster, "i1", &[])
+}
+
+/// The `AgentStarted` of the agent instance `<cluster>-<instance>`, carrying `labels`.
+pub fn started_as(cluster: &str, instance: &str, labels: &[(&str, &str)]) -> Envelope {
     envelope::new(
         &id(cluster),
         "agent/test",
         Body::AgentStarted(AgentStarted {
-            agent_instance_id: format!("{cluster}-i1"),
+            agent_instance_id: format!("{cluster}-{instance}"),
             agent_version: "0.1.0".into(),
             kubernetes_version: "v1.31.2".into(),
             heartbeat_interval_seconds: 10,
-            ..Default::default()
+            labels: labels
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
         }),
     )
 }

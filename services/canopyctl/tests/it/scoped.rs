@@ -2,26 +2,11 @@
 //! holder sees only the clusters in scope, and a method that refuses scopes says so.
 
 use canopy_auth::token::TokenConfig;
-use canopy_kit::proto::event::v1::{AgentStarted, Envelope, envelope::Body};
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt as _, BufReader};
 
-use crate::stack::{Stack, WAIT, heartbeat};
+use crate::stack::{Stack, WAIT, heartbeat, started_as};
 use crate::{canopyctl, run, stderr, stdout};
-
-fn started(cluster: &str, env: &str) -> Envelope {
-    canopy_kit::envelope::new(
-        &canopy_kit::subject::ClusterId::parse(cluster).unwrap(),
-        "agent/test",
-        Body::AgentStarted(AgentStarted {
-            agent_instance_id: format!("{cluster}-i1"),
-            agent_version: "0.1.0".into(),
-            kubernetes_version: "v1.31.2".into(),
-            heartbeat_interval_seconds: 10,
-            labels: [("env".to_owned(), env.to_owned())].into(),
-        }),
-    )
-}
 
 /// `canopyctl token issue ... --save FILE`; returns FILE.
 async fn issue(
@@ -58,8 +43,12 @@ async fn a_scoped_token_sees_only_its_clusters_through_canopyctl() -> anyhow::Re
     let config = TokenConfig::generate_hs256("canopy", "canopy-api", "k1");
     std::fs::write(&keys, serde_json::to_string(&config)?)?;
     let stack = Stack::start_with_auth(Some(keys.clone())).await?;
-    let first = stack.publish(&started("prod-eu", "prod")).await?;
-    stack.publish(&started("dev-ap", "dev")).await?;
+    let first = stack
+        .publish(&started_as("prod-eu", "i1", &[("env", "prod")]))
+        .await?;
+    stack
+        .publish(&started_as("dev-ap", "i1", &[("env", "dev")]))
+        .await?;
     stack.publish(&heartbeat("dev-ap", 1)).await?;
     let last = stack.publish(&heartbeat("prod-eu", 1)).await?;
     stack.projected(last).await?;
