@@ -299,19 +299,15 @@ async fn restore(
         else {
             continue;
         };
-        match ApprovedInterconnect::decode(value.as_ref()) {
-            Ok(
-                kept @ ApprovedInterconnect {
-                    request: Some(_), ..
-                },
-            ) if kept.cluster_id == key => {
-                if let Some(request) = &kept.request {
-                    registry.restore(&kept.cluster_id, request.clone());
-                }
-                restored.push(kept);
-            }
-            _ => warn!(%key, "unreadable approval in {SNAPSHOT_BUCKET} ignored"),
-        }
+        let kept = ApprovedInterconnect::decode(value.as_ref())
+            .ok()
+            .filter(|k| k.cluster_id == key);
+        let Some(request) = kept.as_ref().and_then(|k| k.request.as_ref()) else {
+            warn!(%key, "unreadable approval in {SNAPSHOT_BUCKET} ignored");
+            continue;
+        };
+        registry.restore(&key, request.clone());
+        restored.extend(kept);
     }
     Ok(restored)
 }
